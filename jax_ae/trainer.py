@@ -1,0 +1,95 @@
+"""The host loop around the jitted steps: data to the device, evaluation, checkpoints, logs."""
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from jax_ae import checkpoint, data, training
+from jax_ae.config import TRAJECTORY_FIELDS, ConfigError, load_config, save_config
+
+
+class NonFiniteLoss(RuntimeError):
+  """Training diverged; the last good checkpoint is kept."""
+
+
+def train(config, workdir, resume=False):
+  """Trains (or resumes) the run in workdir; returns the final TrainState."""
+  workdir = Path(workdir)
+  dataset = data.load_dataset(config.data)
+  num_train = len(dataset.train.images)
+  if config.batch_size > num_train:
+    raise ConfigError(f'--batch-size {config.batch_size} is larger than the {num_train} '
+                      f'training images of {dataset.name}: choose a smaller one')
+  total_steps = config.total_steps(dataset.name, num_train)
+  eval_every = config.eval_every or num_train // config.batch_size
+
+  optimizer = training.make_optimizer(config.lr, config.weight_decay)
+  state = training.init_state(config.seed, optimizer)
+  manager = checkpoint.open_manager(workdir / 'checkpoints')
+  if manager.latest_step() is not None:
+    _check_resumable(config, workdir, resume)
+    state = checkpoint.restore(manager, manager.latest_step(), state)
+  workdir.mkdir(parents=True, exist_ok=True)
+  save_config(config, workdir / 'config.json')
+
+  train_steps = training.make_train_steps(optimizer)
+  train_images = jax.device_put(dataset.train.images)
+  step = int(state.step)
+  compiled_lengths = set()
+  losses, seconds, timed_images = [], 0.0, 0
+  with tqdm(total=total_steps, initial=step, unit='step', dynamic_ncols=True) as bar:
+    while step < total_steps:
+      next_eval = min((step // eval_every + 1) * eval_every, total_steps)
+      # Dispatch boundaries depend on the global step alone, so a resumed run
+      # runs the very same scans as an uninterrupted one.
+      end = min((step // config.steps_per_dispatch + 1) * config.steps_per_dispatch, next_eval)
+      indices = training.batch_schedule(config.seed, num_train, config.batch_size, step,
+                                        end - step)
+      start = time.perf_counter()
+      state, chunk_losses = train_steps(state, train_images, indices)
+      chunk_losses = np.asarray(chunk_losses)  # waits for the device
+      if len(indices) in compiled_lengths:  # the first call of a shape includes compiling
+        seconds += time.perf_counter() - start
+        timed_images += indices.size
+      compiled_lengths.add(len(indices))
+      if not np.all(np.isfinite(chunk_losses)):
+        bad = int(np.argmin(np.isfinite(chunk_losses)))
+        raise NonFiniteLoss(
+            f'loss is {chunk_losses[bad]} at step {step + bad + 1}: training stopped; the last '
+            f'good checkpoint (step {manager.latest_step()}) in {workdir} is kept; try a lower --lr')
+      losses.extend(chunk_losses.tolist())
+      images_per_s = timed_images / seconds if seconds else float('nan')
+      bar.update(end - step)
+      bar.set_postfix(loss=f'{chunk_losses[-1]:.4f}', img_s=f'{images_per_s:.0f}')
+      step = end
+      if step == next_eval:
+        test_mse = float(np.mean(training.image_errors(state.params, dataset.test.images)))
+        checkpoint.save(manager, state, test_mse)
+        record = dict(step=step, epoch=round(step * config.batch_size / num_train, 3),
+                      train_loss=float(np.mean(losses)), test_mse=test_mse,
+                      images_per_s=round(images_per_s, 1), data=dataset.name)
+        with open(workdir / 'metrics.jsonl', 'a') as log:
+          log.write(json.dumps(record) + '\n')
+        bar.write(f'step {step}: train loss {record["train_loss"]:.5f}, '
+                  f'test MSE/pixel {test_mse:.5f}, {images_per_s:.0f} images/s')
+        losses = []
+  return state
+
+
+def _check_resumable(config, workdir, resume):
+  if not resume:
+    raise ConfigError(f'{workdir} already holds a run: pass --resume to continue it, '
+                      'or choose another --workdir')
+  config_path = workdir / 'config.json'
+  if not config_path.exists():
+    return
+  saved = load_config(config_path)
+  changed = [name for name in TRAJECTORY_FIELDS
+             if getattr(saved, name) != getattr(config, name)]
+  if changed:
+    was = ', '.join(f'{name}={getattr(saved, name)!r}' for name in changed)
+    raise ConfigError(f'{workdir} holds a run with {was}: resume with the same settings, '
+                      'or choose another --workdir')

@@ -1,0 +1,218 @@
+import gzip
+import hashlib
+import importlib.util
+import io
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import PIL.Image
+import pytest
+import tensorflow_datasets as tfds
+from array_record.python.array_record_module import ArrayRecordWriter
+
+from jax_ae.data import DIGITS, FASHION_MNIST_CLASSES, DataError, load_dataset
+
+HAS_TENSORFLOW = importlib.util.find_spec('tensorflow') is not None
+FASHION_MNIST_IDX = pathlib.Path('/usr/share/datasets/fashion-mnist')
+# The mnist5k test set as this split defines it; a change means runs stop being comparable.
+MNIST5K_TEST_SHA256 = '7ffe04fd2d0a333c144cf1ab6550aadc807aab36308f0d66ca20a068f5e9ba3a'
+
+
+def write_idx(path, array):
+  magic = 0x0800 + array.ndim  # unsigned bytes, ndim dims
+  data = b''.join(n.to_bytes(4, 'big') for n in (magic, *array.shape)) + array.tobytes()
+  path.write_bytes(gzip.compress(data) if path.suffix == '.gz' else data)
+
+
+def write_idx_dataset(folder, suffix='', n_train=20, n_test=10, size=28):
+  """Writes random IDX train/test files into `folder`; returns {split: (images, labels)}."""
+  rng = np.random.default_rng(0)
+  written = {}
+  for split, prefix, n in (('train', 'train', n_train), ('test', 't10k', n_test)):
+    images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+    labels = rng.integers(0, 10, n, dtype=np.uint8)
+    write_idx(folder / f'{prefix}-images-idx3-ubyte{suffix}', images)
+    write_idx(folder / f'{prefix}-labels-idx1-ubyte{suffix}', labels)
+    written[split] = images, labels
+  return written
+
+
+def assert_data_error(source, match):
+  with pytest.raises(DataError, match=match) as error:
+    load_dataset(source)
+  assert '\n' not in str(error.value)
+
+
+def test_mnist5k_is_a_fixed_stratified_split():
+  data = load_dataset('mnist5k')
+  assert data.name == 'mnist5k' and data.class_names == DIGITS
+  for split, n in ((data.train, 4000), (data.test, 1000)):
+    assert split.images.shape == (n, 28, 28, 1) and split.images.dtype == np.uint8
+    assert split.labels.shape == (n,) and split.labels.dtype == np.int32
+    np.testing.assert_array_equal(np.bincount(split.labels, minlength=10), [n // 10] * 10)
+    assert split.images.max() == 255 and 0.05 < split.images.mean() / 255 < 0.3
+  # The split must not leak a digit image into both sets.
+  train_rows = {row.tobytes() for row in data.train.images}
+  assert not any(row.tobytes() in train_rows for row in data.test.images)
+  again = load_dataset('mnist5k')
+  np.testing.assert_array_equal(again.test.images, data.test.images)
+  np.testing.assert_array_equal(again.train.labels, data.train.labels)
+  digest = hashlib.sha256(data.test.images.tobytes() + data.test.labels.tobytes()).hexdigest()
+  assert digest == MNIST5K_TEST_SHA256
+
+
+@pytest.mark.parametrize('suffix', ['', '.gz'])
+def test_idx_round_trip(tmp_path, suffix):
+  written = write_idx_dataset(tmp_path, suffix)
+  data = load_dataset(f'idx:{tmp_path}')
+  assert data.name == f'idx:{tmp_path}' and data.class_names == DIGITS
+  for split, (images, labels) in ((data.train, written['train']), (data.test, written['test'])):
+    assert split.images.dtype == np.uint8 and split.labels.dtype == np.int32
+    np.testing.assert_array_equal(split.images, images[..., None])
+    np.testing.assert_array_equal(split.labels, labels)
+
+
+def test_idx_class_names_follow_a_fashion_folder_name(tmp_path):
+  folder = tmp_path / 'Fashion-MNIST'
+  folder.mkdir()
+  write_idx_dataset(folder)
+  assert load_dataset(f'idx:{folder}').class_names == FASHION_MNIST_CLASSES
+
+
+def test_idx_missing_folder(tmp_path):
+  assert_data_error(f'idx:{tmp_path / "nowhere"}', 'nowhere does not exist')
+
+
+def test_idx_missing_file(tmp_path):
+  write_idx_dataset(tmp_path)
+  (tmp_path / 't10k-labels-idx1-ubyte').unlink()
+  assert_data_error(f'idx:{tmp_path}', r'has no t10k-labels-idx1-ubyte \(or t10k-labels-idx1-ubyte.gz\)')
+
+
+def test_idx_wrong_magic(tmp_path):
+  write_idx_dataset(tmp_path)
+  shutil.copy(tmp_path / 'train-labels-idx1-ubyte', tmp_path / 'train-images-idx3-ubyte')
+  assert_data_error(f'idx:{tmp_path}', r'train-images-idx3-ubyte is not an IDX file of images '
+                                       r'\(magic number 0x00000801, expected 0x00000803\)')
+
+
+@pytest.mark.parametrize('keep_bytes', [10, 16 + 20 * 784 - 1])  # mid-header, last pixel
+def test_idx_truncated(tmp_path, keep_bytes):
+  write_idx_dataset(tmp_path)
+  path = tmp_path / 'train-images-idx3-ubyte'
+  path.write_bytes(path.read_bytes()[:keep_bytes])
+  assert_data_error(f'idx:{tmp_path}', f'train-images-idx3-ubyte is truncated: {keep_bytes} bytes')
+
+
+def test_idx_truncated_gzip(tmp_path):
+  write_idx_dataset(tmp_path, '.gz')
+  path = tmp_path / 'train-images-idx3-ubyte.gz'
+  path.write_bytes(path.read_bytes()[:-100])
+  assert_data_error(f'idx:{tmp_path}', 'train-images-idx3-ubyte.gz cannot be read')
+
+
+def test_idx_images_not_28x28(tmp_path):
+  write_idx_dataset(tmp_path, size=32)
+  assert_data_error(f'idx:{tmp_path}', r'holds images of shape \(32, 32\), not 28x28')
+
+
+def test_idx_label_count_mismatch(tmp_path):
+  write_idx_dataset(tmp_path)
+  write_idx(tmp_path / 'train-labels-idx1-ubyte', np.zeros(19, np.uint8))
+  assert_data_error(f'idx:{tmp_path}', 'has 20 images but .*train-labels-idx1-ubyte has 19 labels')
+
+
+def test_idx_labels_outside_0_to_9(tmp_path):
+  write_idx_dataset(tmp_path)
+  write_idx(tmp_path / 't10k-labels-idx1-ubyte', np.full(10, 10, np.uint8))
+  assert_data_error(f'idx:{tmp_path}', r'labels outside 0\.\.9 \(10\.\.10\)')
+
+
+@pytest.mark.parametrize('source, match', [
+  ('cifar10', "unknown --data 'cifar10'"),
+  ('tfds:no_such_dataset', 'tfds:no_such_dataset is not a TFDS dataset'),
+])
+def test_unknown_source(source, match):
+  assert_data_error(source, match)
+
+
+@pytest.mark.skipif(not FASHION_MNIST_IDX.is_dir(), reason='no Fashion-MNIST IDX files here')
+def test_idx_reads_fashion_mnist():
+  data = load_dataset(f'idx:{FASHION_MNIST_IDX}')
+  assert data.train.images.shape == (60000, 28, 28, 1)
+  assert data.test.images.shape == (10000, 28, 28, 1)
+  np.testing.assert_array_equal(np.bincount(data.test.labels), [1000] * 10)
+  assert data.class_names == FASHION_MNIST_CLASSES
+
+
+@pytest.fixture(scope='module')
+def prepared_mnist(tmp_path_factory):
+  """A TFDS data dir with a tiny 'mnist' prepared as download_and_prepare would, but
+  without TensorFlow or a network: array_record shards of PNG examples plus metadata."""
+  data_dir = tmp_path_factory.mktemp('tfds')
+  builder = tfds.builder('mnist', data_dir=data_dir, file_format='array_record')
+  builder.data_path.mkdir(parents=True)
+  rng = np.random.default_rng(1)
+  written, split_infos = {}, []
+  for split, n in (('train', 12), ('test', 6)):
+    images = rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
+    labels = rng.integers(0, 10, n)
+    template = tfds.core.ShardedFileTemplate(
+        data_dir=builder.data_path, template='{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}',
+        dataset_name='mnist', split=split, filetype_suffix='array_record')
+    writer = ArrayRecordWriter(str(template.sharded_filepath(shard_index=0, num_shards=1)),
+                               'group_size:1')
+    for image, label in zip(images, labels):
+      png = io.BytesIO()
+      PIL.Image.fromarray(image[..., 0]).save(png, format='PNG')
+      png.seek(0)  # an encoded file object spares the Image feature from needing TF
+      writer.write(builder.info.features.serialize_example({'image': png, 'label': label}))
+    writer.close()
+    split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[n], num_bytes=0,
+                                           filename_template=template))
+    written[split] = images, labels
+  builder.info.set_splits(tfds.core.SplitDict(split_infos))
+  builder.info.write_to_directory(builder.data_path)
+  return data_dir, written
+
+
+def test_tfds_reads_a_prepared_dataset(prepared_mnist):
+  data_dir, written = prepared_mnist
+  data = load_dataset('tfds:mnist', str(data_dir))
+  assert data.name == 'tfds:mnist' and data.class_names == DIGITS
+  for split, (images, labels) in ((data.train, written['train']), (data.test, written['test'])):
+    assert split.images.dtype == np.uint8 and split.labels.dtype == np.int32
+    np.testing.assert_array_equal(split.images, images)
+    np.testing.assert_array_equal(split.labels, labels)
+
+
+def test_default_mnist_prefers_prepared_tfds(prepared_mnist):
+  data_dir, _ = prepared_mnist
+  assert load_dataset('mnist', str(data_dir)).name == 'tfds:mnist'
+
+
+def test_tfds_prepared_as_tfrecord_says_to_reprepare(prepared_mnist, tmp_path):
+  # tfds.load prepares tfrecord by default, which data_source cannot read.
+  data_dir, _ = prepared_mnist
+  shutil.copytree(data_dir, tmp_path, dirs_exist_ok=True)
+  info_path = next(tmp_path.glob('mnist/*/dataset_info.json'))
+  info_path.write_text(json.dumps({**json.loads(info_path.read_text()), 'fileFormat': 'tfrecord'}))
+  with pytest.raises(DataError, match='stored as tfrecord.*prepare it as array_record') as error:
+    load_dataset('tfds:mnist', str(tmp_path))
+  assert '\n' not in str(error.value)
+
+
+@pytest.mark.skipif(HAS_TENSORFLOW, reason='premise: TensorFlow is not installed')
+def test_tfds_unprepared_without_tensorflow(tmp_path):
+  with pytest.raises(DataError, match=f'tfds:mnist in {tmp_path} is not prepared and preparing '
+                                      'it needs TensorFlow') as error:
+    load_dataset('tfds:mnist', str(tmp_path))
+  assert '\n' not in str(error.value) and 'mnist5k' in str(error.value)
+
+
+@pytest.mark.skipif(HAS_TENSORFLOW, reason='premise: TensorFlow is not installed')
+def test_default_mnist_falls_back_to_mnist5k(tmp_path, capsys):
+  assert load_dataset('mnist', str(tmp_path)).name == 'mnist5k'
+  assert 'training on the 5,000 bundled MNIST digits (mnist5k) instead' in capsys.readouterr().err

@@ -1,0 +1,104 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jax_ae import training
+from jax_ae.model import init_params
+
+
+@pytest.fixture(scope='module')
+def images():
+  rng = np.random.default_rng(0)
+  return rng.integers(0, 256, size=(16, 28, 28, 1), dtype=np.uint8)
+
+
+def test_loss_gradient_matches_finite_differences():
+  with jax.enable_x64(True):
+    params = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), init_params(jax.random.key(0)))
+    batch = jax.random.uniform(jax.random.key(1), (2, 28, 28, 1), jnp.float64)
+    loss = jax.jit(training.mse_loss)
+    grads = jax.grad(training.mse_loss)(params, batch)
+    for seed in range(3):  # directional derivatives along random directions
+      keys = jax.random.split(jax.random.key(seed + 10), len(jax.tree.leaves(params)))
+      direction = jax.tree.unflatten(jax.tree.structure(params), [
+          jax.random.normal(key, leaf.shape, jnp.float64)
+          for key, leaf in zip(keys, jax.tree.leaves(params))])
+      eps = 1e-7  # small enough that no ReLU or max-pool switches inside the step
+      plus = loss(jax.tree.map(lambda p, d: p + eps * d, params, direction), batch)
+      minus = loss(jax.tree.map(lambda p, d: p - eps * d, params, direction), batch)
+      numeric = (plus - minus) / (2 * eps)
+      analytic = sum(jnp.vdot(g, d) for g, d in
+                     zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
+      np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
+
+
+def test_loss_goes_down_on_a_fixed_batch(images):
+  optimizer = training.make_optimizer(1e-3, 1e-6)
+  state = training.init_state(0, optimizer)
+  train_steps = training.make_train_steps(optimizer)
+  same_batch = np.tile(np.arange(8, dtype=np.int32), (40, 1))  # 40 steps on rows 0..7
+  state, losses = train_steps(state, jnp.asarray(images), same_batch)
+  losses = np.asarray(losses)
+  assert int(state.step) == 40
+  assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_optimizer_is_pytorch_adam_with_coupled_l2():
+  lr, wd, b1, b2, eps = 1e-2, 0.1, 0.9, 0.999, 1e-8
+  optimizer = training.make_optimizer(lr, wd)
+  rng = np.random.default_rng(0)
+  params = {'w': rng.normal(size=5).astype(np.float32)}
+  opt_state = optimizer.init(params)
+  expected, m, v = params['w'].astype(np.float64), 0.0, 0.0
+  for t in range(1, 4):
+    grad = rng.normal(size=5).astype(np.float32)
+    updates, opt_state = optimizer.update({'w': grad}, opt_state, params)
+    params = {'w': params['w'] + updates['w']}
+    g = grad + wd * expected  # PyTorch Adam: weight decay joins the gradient first
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    expected = expected - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+    np.testing.assert_allclose(params['w'], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_batch_schedule_visits_each_row_once_per_epoch():
+  rows = training.batch_schedule(seed=3, num_examples=100, batch_size=8, first_step=0,
+                                 num_steps=24)  # 12 full batches an epoch, 4 rows dropped
+  assert rows.shape == (24, 8)
+  for epoch in rows.reshape(2, 96):
+    assert len(set(epoch.tolist())) == 96
+  assert not np.array_equal(rows[:12], rows[12:])  # reshuffled each epoch
+
+
+def test_batch_schedule_depends_on_seed_and_step_only():
+  whole = training.batch_schedule(seed=1, num_examples=50, batch_size=5, first_step=0,
+                                  num_steps=30)
+  part = training.batch_schedule(seed=1, num_examples=50, batch_size=5, first_step=7,
+                                 num_steps=13)
+  np.testing.assert_array_equal(part, whole[7:20])
+  other = training.batch_schedule(seed=2, num_examples=50, batch_size=5, first_step=0,
+                                  num_steps=30)
+  assert not np.array_equal(whole, other)
+
+
+def test_split_scans_equal_one_scan(images):
+  optimizer = training.make_optimizer(1e-4, 1e-6)
+  train_steps = training.make_train_steps(optimizer)
+  rows = training.batch_schedule(0, len(images), 4, 0, 6)
+  device_images = jnp.asarray(images)
+  whole, _ = train_steps(training.init_state(0, optimizer), device_images, rows)
+  split, _ = train_steps(training.init_state(0, optimizer), device_images, rows[:3])
+  split, _ = train_steps(split, device_images, rows[3:])
+  for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(split)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_image_errors_are_per_image_mse(images):
+  params = init_params(jax.random.key(0))
+  errors = training.image_errors(params, images[:7])  # fewer than a padded batch
+  recon = training.reconstruct(params, images[:7])
+  expected = np.mean((recon - images[:7] / 255.0) ** 2, axis=(1, 2, 3))
+  assert errors.shape == (7,)
+  np.testing.assert_allclose(errors, expected, rtol=1e-5)
+  assert training.encode(params, images[:7]).shape == (7, 576)

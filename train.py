@@ -1,0 +1,63 @@
+"""Train the lab's convolutional autoencoder: python train.py [--steps N] [--data SOURCE] ..."""
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from jax_ae import trainer
+from jax_ae.config import Config, ConfigError, default_workdir, latest_workdir, load_config
+
+FLAG_HELP = {
+    'data': "mnist (TFDS MNIST, or the 5,000 bundled digits when TFDS cannot prepare it), "
+            "mnist5k, tfds:<name> (e.g. tfds:fashion_mnist) or idx:<dir> with the four "
+            "MNIST-format IDX files (e.g. idx:/usr/share/datasets/fashion-mnist)",
+    'epochs': 'passes over the training split (default: the lab\'s 10; 40 on mnist5k)',
+    'steps': 'number of updates; overrides --epochs',
+    'batch_size': 'images per update (the lab: 64)',
+    'lr': 'Adam learning rate (the lab: 1e-4)',
+    'weight_decay': "L2 added to the gradient, as PyTorch's Adam(weight_decay=) (the lab: 1e-6)",
+    'seed': 'seeds the initial weights and the order of the batches',
+    'eval_every': 'updates between test evaluations and checkpoints (default: one epoch)',
+    'steps_per_dispatch': 'updates run in one compiled lax.scan call',
+}
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(description=__doc__)
+  for field in dataclasses.fields(Config):
+    kind = {'data': str, 'lr': float, 'weight_decay': float}.get(field.name, int)
+    parser.add_argument('--' + field.name.replace('_', '-'), type=kind,
+                        default=argparse.SUPPRESS, help=FLAG_HELP[field.name])
+  parser.add_argument('--workdir', help='where checkpoints, config.json and metrics.jsonl go '
+                      '(default: runs/<data>-<time>; with --resume, the latest run)')
+  parser.add_argument('--resume', action='store_true',
+                      help='continue the run in --workdir from its last checkpoint')
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = vars(parse_args(argv))
+  workdir, resume = args.pop('workdir'), args.pop('resume')
+  try:
+    if resume and workdir is None:
+      workdir = latest_workdir()
+      if workdir is None:
+        raise ConfigError('--resume found no run under runs/: pass --workdir')
+    base = Config()
+    if resume and (Path(workdir) / 'config.json').exists():
+      base = load_config(Path(workdir) / 'config.json')  # flags given now override it
+    config = dataclasses.replace(base, **args)
+    workdir = workdir or default_workdir(config.data)
+    print(f'training in {workdir}', file=sys.stderr)
+    trainer.train(config, workdir, resume)
+  except ValueError as error:  # DataError, ConfigError, CheckpointError: the user can fix it
+    print(f'error: {error}', file=sys.stderr)
+    return 2
+  except trainer.NonFiniteLoss as error:
+    print(f'error: {error}', file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
