@@ -27,7 +27,8 @@ def open_manager(directory, read_only=False):
       enable_async_checkpointing=False,
       read_only=read_only,
   )
-  return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+  return ocp.CheckpointManager(Path(directory).absolute(), options=options,
+                               item_handlers=ocp.StandardCheckpointHandler())
 
 
 def save(manager, state, test_mse):

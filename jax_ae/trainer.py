@@ -93,3 +93,20 @@ def _check_resumable(config, workdir, resume):
     was = ', '.join(f'{name}={getattr(saved, name)!r}' for name in changed)
     raise ConfigError(f'{workdir} holds a run with {was}: resume with the same settings, '
                       'or choose another --workdir')
+
+
+def restore_params(workdir, step=None):
+  """(config, params, step) of the run in workdir: its best checkpoint by test MSE, or step."""
+  workdir = Path(workdir)
+  if not (workdir / 'config.json').exists():
+    raise ConfigError(f'{workdir} holds no run (no config.json): pass the --workdir of a '
+                      'train.py run')
+  config = load_config(workdir / 'config.json')
+  manager = checkpoint.open_manager(workdir / 'checkpoints', read_only=True)
+  step = manager.best_step() if step is None else step
+  if step is None:
+    raise ConfigError(f'{workdir} has no checkpoint yet: let train.py reach its first '
+                      'evaluation')
+  optimizer = training.make_optimizer(config.lr, config.weight_decay)
+  state = checkpoint.restore(manager, step, training.init_state(config.seed, optimizer))
+  return config, state.params, step

@@ -91,11 +91,16 @@ def _reconstruct(params, images):
   return AutoEncoder().apply({'params': params}, to_float(images))
 
 
-def batched(fn, params, images, batch_size=500):
-  """fn(params, uint8 images) over a whole split in fixed-size batches (one compilation)."""
+@jax.jit
+def _decode(params, codes):
+  return AutoEncoder().apply({'params': params}, codes, method='decode')
+
+
+def batched(fn, params, inputs, batch_size=500):
+  """fn(params, inputs) over a whole split in fixed-size batches (one compilation)."""
   outputs = []
-  for start in range(0, len(images), batch_size):
-    chunk = images[start:start + batch_size]
+  for start in range(0, len(inputs), batch_size):
+    chunk = inputs[start:start + batch_size]
     padded = np.zeros((batch_size, *chunk.shape[1:]), chunk.dtype)
     padded[:len(chunk)] = chunk
     outputs.append(np.asarray(fn(params, padded))[:len(chunk)])
@@ -115,3 +120,8 @@ def encode(params, images):
 def reconstruct(params, images):
   """Reconstructions in [0, 1], (N, 28, 28, 1)."""
   return batched(_reconstruct, params, images)
+
+
+def decode(params, codes):
+  """Images in [0, 1] from latent codes, (N, 576) -> (N, 28, 28, 1)."""
+  return batched(_decode, params, np.asarray(codes, np.float32))
