@@ -35,7 +35,6 @@ def train(config, workdir, resume=False):
   workdir.mkdir(parents=True, exist_ok=True)
   save_config(config, workdir / 'config.json')
 
-  train_steps = training.make_train_steps(optimizer)
   train_images = jax.device_put(dataset.train.images)
   step = int(state.step)
   compiled_lengths = set()
@@ -49,7 +48,8 @@ def train(config, workdir, resume=False):
       indices = training.batch_schedule(config.seed, num_train, config.batch_size, step,
                                         end - step)
       start = time.perf_counter()
-      state, chunk_losses = train_steps(state, train_images, indices)
+      state, chunk_losses = training.train_steps(state, train_images, indices, lr=config.lr,
+                                                 weight_decay=config.weight_decay)
       chunk_losses = np.asarray(chunk_losses)  # waits for the device
       if len(indices) in compiled_lengths:  # the first call of a shape includes compiling
         seconds += time.perf_counter() - start
@@ -57,9 +57,11 @@ def train(config, workdir, resume=False):
       compiled_lengths.add(len(indices))
       if not np.all(np.isfinite(chunk_losses)):
         bad = int(np.argmin(np.isfinite(chunk_losses)))
-        raise NonFiniteLoss(
-            f'loss is {chunk_losses[bad]} at step {step + bad + 1}: training stopped; the last '
-            f'good checkpoint (step {manager.latest_step()}) in {workdir} is kept; try a lower --lr')
+        last_good = manager.latest_step()
+        kept = ('no checkpoint was written' if last_good is None else
+                f'the last good checkpoint (step {last_good}) in {workdir} is kept')
+        raise NonFiniteLoss(f'loss is {chunk_losses[bad]} at step {step + bad + 1}: training '
+                            f'stopped; {kept}; try a lower --lr')
       losses.extend(chunk_losses.tolist())
       images_per_s = timed_images / seconds if seconds else float('nan')
       bar.update(end - step)

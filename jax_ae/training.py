@@ -1,4 +1,5 @@
 """The training core: a functional train state, one jitted scan of update steps, evaluation."""
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -35,25 +36,24 @@ def mse_loss(params, images):
   return jnp.mean((AutoEncoder().apply({'params': params}, images) - images) ** 2)
 
 
-def make_train_steps(optimizer):
-  """Returns jit(state, images, batch_indices) -> (state, losses).
+@functools.partial(jax.jit, static_argnames=('lr', 'weight_decay'), donate_argnums=0)
+def train_steps(state, images, batch_indices, *, lr, weight_decay):
+  """K updates in one lax.scan, so the device never waits on the host between steps.
 
   images: (N, 28, 28, 1) uint8, the whole training split, kept on the device;
-  batch_indices: (K, B) int32, the rows of each of K consecutive batches. The K updates
-  run in one lax.scan, so the device never waits on the host between steps.
+  batch_indices: (K, B) int32, the rows of each of K consecutive batches.
+  Returns the new state and the K losses.
   """
+  optimizer = make_optimizer(lr, weight_decay)
 
-  def train_steps(state, images, batch_indices):
-    def step(state, indices):
-      batch = to_float(images[indices])  # (B, 28, 28, 1)
-      loss, grads = jax.value_and_grad(mse_loss)(state.params, batch)
-      updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-      params = optax.apply_updates(state.params, updates)
-      return TrainState(params, opt_state, state.step + 1), loss
+  def step(state, indices):
+    batch = to_float(images[indices])  # (B, 28, 28, 1)
+    loss, grads = jax.value_and_grad(mse_loss)(state.params, batch)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, opt_state, state.step + 1), loss
 
-    return jax.lax.scan(step, state, batch_indices)
-
-  return jax.jit(train_steps, donate_argnums=0)
+  return jax.lax.scan(step, state, batch_indices)
 
 
 def batch_schedule(seed, num_examples, batch_size, first_step, num_steps):

@@ -1,4 +1,3 @@
-import gzip
 import hashlib
 import importlib.util
 import io
@@ -12,31 +11,13 @@ import pytest
 import tensorflow_datasets as tfds
 from array_record.python.array_record_module import ArrayRecordWriter
 
+from idx_files import write_idx, write_idx_dataset
 from jax_ae.data import DIGITS, FASHION_MNIST_CLASSES, DataError, load_dataset
 
 HAS_TENSORFLOW = importlib.util.find_spec('tensorflow') is not None
 FASHION_MNIST_IDX = pathlib.Path('/usr/share/datasets/fashion-mnist')
 # The mnist5k test set as this split defines it; a change means runs stop being comparable.
 MNIST5K_TEST_SHA256 = '7ffe04fd2d0a333c144cf1ab6550aadc807aab36308f0d66ca20a068f5e9ba3a'
-
-
-def write_idx(path, array):
-  magic = 0x0800 + array.ndim  # unsigned bytes, ndim dims
-  data = b''.join(n.to_bytes(4, 'big') for n in (magic, *array.shape)) + array.tobytes()
-  path.write_bytes(gzip.compress(data) if path.suffix == '.gz' else data)
-
-
-def write_idx_dataset(folder, suffix='', n_train=20, n_test=10, size=28):
-  """Writes random IDX train/test files into `folder`; returns {split: (images, labels)}."""
-  rng = np.random.default_rng(0)
-  written = {}
-  for split, prefix, n in (('train', 'train', n_train), ('test', 't10k', n_test)):
-    images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
-    labels = rng.integers(0, 10, n, dtype=np.uint8)
-    write_idx(folder / f'{prefix}-images-idx3-ubyte{suffix}', images)
-    write_idx(folder / f'{prefix}-labels-idx1-ubyte{suffix}', labels)
-    written[split] = images, labels
-  return written
 
 
 def assert_data_error(source, match):

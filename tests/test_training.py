@@ -1,3 +1,5 @@
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,11 +36,10 @@ def test_loss_gradient_matches_finite_differences():
 
 
 def test_loss_goes_down_on_a_fixed_batch(images):
-  optimizer = training.make_optimizer(1e-3, 1e-6)
-  state = training.init_state(0, optimizer)
-  train_steps = training.make_train_steps(optimizer)
+  state = training.init_state(0, training.make_optimizer(1e-3, 1e-6))
   same_batch = np.tile(np.arange(8, dtype=np.int32), (40, 1))  # 40 steps on rows 0..7
-  state, losses = train_steps(state, jnp.asarray(images), same_batch)
+  state, losses = training.train_steps(state, jnp.asarray(images), same_batch, lr=1e-3,
+                                       weight_decay=1e-6)
   losses = np.asarray(losses)
   assert int(state.step) == 40
   assert losses[-1] < 0.5 * losses[0], losses
@@ -84,7 +85,7 @@ def test_batch_schedule_depends_on_seed_and_step_only():
 
 def test_split_scans_equal_one_scan(images):
   optimizer = training.make_optimizer(1e-4, 1e-6)
-  train_steps = training.make_train_steps(optimizer)
+  train_steps = functools.partial(training.train_steps, lr=1e-4, weight_decay=1e-6)
   rows = training.batch_schedule(0, len(images), 4, 0, 6)
   device_images = jnp.asarray(images)
   whole, _ = train_steps(training.init_state(0, optimizer), device_images, rows)

@@ -1,0 +1,158 @@
+"""The lab's PyTorch network, and its weights to and from this project's Flax params.
+
+torch is imported inside the functions that need it, so the package runs without it.
+"""
+import functools
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_ae.model import init_params
+
+# Each Flax layer, the lab's PyTorch module holding its weights (positions in the lab's
+# nn.Sequential), and which side of it is a flattened (64, 7, 7) feature map, if any.
+LAYERS = (
+    ('encoder', 'conv1', 'encoder.0', None),
+    ('encoder', 'conv2', 'encoder.3', None),
+    ('encoder', 'fc1', 'encoder.7', 'in'),
+    ('encoder', 'fc2', 'encoder.9', None),
+    ('decoder', 'fc1', 'decoder.0', None),
+    ('decoder', 'fc2', 'decoder.2', 'out'),
+    ('decoder', 'deconv1', 'decoder.5', None),
+    ('decoder', 'deconv2', 'decoder.7', None),
+)
+
+# PyTorch flattens the (C, H, W) = (64, 7, 7) map channel-first, Flax the (7, 7, 64) one
+# channel-last: Flax feature i is PyTorch feature HWC_FROM_CHW[i].
+HWC_FROM_CHW = np.arange(64 * 7 * 7).reshape(64, 7, 7).transpose(1, 2, 0).reshape(-1)
+CHW_FROM_HWC = np.argsort(HWC_FROM_CHW)
+
+
+class TorchWeightsError(ValueError):
+  """PyTorch weights that are not the lab's network; str() is one line that says what to do."""
+
+
+def torch_autoencoder():
+  """The lab's network in PyTorch (randomly initialised), NCHW: (B, 1, 28, 28) -> same.
+
+  A Sequential of the two named halves: model.encoder and model.decoder, forward is
+  decoder(encoder(x)), and the state_dict keys are the lab's ('encoder.0.weight', ...).
+  """
+  from collections import OrderedDict
+
+  from torch import nn
+  encoder = nn.Sequential(
+      nn.Conv2d(1, 32, 5, 1, 2), nn.ReLU(), nn.MaxPool2d(2),
+      nn.Conv2d(32, 64, 5, 1, 2), nn.ReLU(), nn.MaxPool2d(2),
+      nn.Flatten(), nn.Linear(3136, 1600), nn.ReLU(), nn.Linear(1600, 576))
+  decoder = nn.Sequential(
+      nn.Linear(576, 1600), nn.ReLU(), nn.Linear(1600, 3136), nn.ReLU(),
+      nn.Unflatten(1, (64, 7, 7)),
+      nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(),
+      nn.ConvTranspose2d(64, 1, 4, 2, 1), nn.Sigmoid())
+  return nn.Sequential(OrderedDict(encoder=encoder, decoder=decoder))
+
+
+def params_from_torch(state_dict):
+  """Flax params (the tree of model.init_params) from the lab network's state_dict.
+
+  Also maps anything keyed like it, e.g. {name: p.grad for name, p in named_parameters()}.
+  """
+  expected = _torch_shapes()
+  for key, shape in expected.items():
+    if key not in state_dict:
+      raise TorchWeightsError(f"this is not the lab's network: its state_dict has no '{key}' "
+                              f'(expected {shape})')
+    got = tuple(np.shape(state_dict[key]))
+    if got != shape:
+      raise TorchWeightsError(f"this is not the lab's network: '{key}' has shape {got}, "
+                              f'expected {shape}')
+  extra = sorted(set(state_dict) - set(expected))
+  if extra:
+    raise TorchWeightsError(f"this is not the lab's network: its state_dict has {len(extra)} "
+                            f"keys the lab's does not, e.g. '{extra[0]}'")
+  params = {}
+  for part, layer, module, flat in LAYERS:
+    weight = _numpy(state_dict[f'{module}.weight'])
+    bias = _numpy(state_dict[f'{module}.bias'])
+    if weight.ndim == 4:
+      # Conv2d (out, in, kh, kw) -> (kh, kw, in, out), and ConvTranspose2d (in, out, kh, kw)
+      # -> (kh, kw, out, in), the transpose_kernel layout: the same axis permutation.
+      kernel = weight.transpose(2, 3, 1, 0)
+    elif flat == 'in':
+      kernel = weight.T[HWC_FROM_CHW]
+    elif flat == 'out':
+      kernel, bias = weight.T[:, HWC_FROM_CHW], bias[HWC_FROM_CHW]
+    else:
+      kernel = weight.T
+    params.setdefault(part, {})[layer] = {'kernel': jnp.asarray(kernel), 'bias': jnp.asarray(bias)}
+  return params
+
+
+def params_to_torch(params):
+  """The lab network's state_dict from Flax params: model.load_state_dict(...) takes it."""
+  import torch
+  state_dict = {}
+  for part, layer, module, flat in LAYERS:
+    kernel = np.asarray(params[part][layer]['kernel'], np.float32)
+    bias = np.asarray(params[part][layer]['bias'], np.float32)
+    if kernel.ndim == 4:
+      weight = kernel.transpose(3, 2, 0, 1)
+    elif flat == 'in':
+      weight = kernel[CHW_FROM_HWC].T
+    elif flat == 'out':
+      weight, bias = kernel[:, CHW_FROM_HWC].T, bias[CHW_FROM_HWC]
+    else:
+      weight = kernel.T
+    state_dict[f'{module}.weight'] = torch.from_numpy(np.ascontiguousarray(weight))
+    state_dict[f'{module}.bias'] = torch.from_numpy(np.ascontiguousarray(bias))
+  return state_dict
+
+
+def load_torch_weights(path):
+  """Flax params from a PyTorch file of the lab's network: torch.save(model.state_dict(), path),
+  or a checkpoint dict holding it under 'state_dict', 'model_state_dict' or 'model'."""
+  try:
+    import torch
+  except ImportError as error:
+    raise TorchWeightsError(f'reading {path} needs PyTorch: pip install torch') from error
+  try:
+    saved = torch.load(path, map_location='cpu', weights_only=True)
+  except OSError as error:  # missing, a folder, unreadable
+    raise TorchWeightsError(f'cannot read {path}: {error.strerror}') from error
+  except pickle.UnpicklingError as error:  # weights_only refuses pickled classes and junk
+    raise TorchWeightsError(f'{path} is not a file of tensors: if it holds a whole model '
+                            '(torch.save(model, path)), save torch.save(model.state_dict(), '
+                            'path) instead') from error
+  except Exception as error:  # truncated or not written by torch.save
+    raise TorchWeightsError(f'cannot read {path} as a PyTorch file '
+                            f'({type(error).__name__}): save it with torch.save') from error
+  for key in ('state_dict', 'model_state_dict', 'model'):  # common checkpoint layouts
+    if isinstance(saved, dict) and key in saved:
+      saved = saved[key]
+      break
+  if not isinstance(saved, dict):
+    raise TorchWeightsError(f'{path} holds a {type(saved).__name__}, not a state_dict: save '
+                            'torch.save(model.state_dict(), path)')
+  return params_from_torch(saved)
+
+
+@functools.cache
+def _torch_shapes():
+  """{state_dict key: shape} of the lab's network, from this project's parameter tree."""
+  shapes = jax.eval_shape(init_params, jax.random.key(0))
+  expected = {}
+  for part, layer, module, _ in LAYERS:
+    kernel = shapes[part][layer]['kernel'].shape
+    expected[f'{module}.weight'] = (kernel[::-1] if len(kernel) == 2 else
+                                    (kernel[3], kernel[2], kernel[0], kernel[1]))
+    expected[f'{module}.bias'] = shapes[part][layer]['bias'].shape
+  return expected
+
+
+def _numpy(value):
+  if hasattr(value, 'detach'):  # a torch.Tensor, of any device or dtype (bfloat16 too)
+    value = value.detach().cpu().float()
+  return np.asarray(value, np.float32)

@@ -1,0 +1,131 @@
+"""The host loop: checkpoints, exact resume, and the errors a user can cause."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from idx_files import write_idx_dataset
+from jax_ae import checkpoint, trainer, training
+from jax_ae.config import Config, ConfigError
+import train as train_cli
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+  folder = tmp_path_factory.mktemp('idx')
+  write_idx_dataset(folder, n_train=40, n_test=12)
+  return f'idx:{folder}'
+
+
+def tiny_config(data, **overrides):
+  return Config(data=data, **{'steps': 6, 'batch_size': 8, 'eval_every': 3,
+                              'steps_per_dispatch': 2, **overrides})
+
+
+def assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope='module')
+def full_run(tiny_data, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('full')
+  return workdir, trainer.train(tiny_config(tiny_data), workdir)
+
+
+def test_run_writes_config_metrics_and_checkpoints(full_run, tiny_data):
+  workdir, state = full_run
+  assert int(state.step) == 6
+  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['step'] for r in records] == [3, 6]
+  assert all(np.isfinite(r['test_mse']) and r['data'] == tiny_data for r in records)
+  assert json.loads((workdir / 'config.json').read_text())['steps'] == 6
+  manager = checkpoint.open_manager(workdir / 'checkpoints', read_only=True)
+  assert manager.all_steps() == [3, 6]
+
+
+def test_checkpoint_round_trip_is_exact(full_run):
+  workdir, state = full_run
+  manager = checkpoint.open_manager(workdir / 'checkpoints', read_only=True)
+  like = training.init_state(123, training.make_optimizer(1e-4, 1e-6))
+  assert_trees_equal(checkpoint.restore(manager, 6, like), state)
+
+
+def test_resume_ends_with_the_uninterrupted_params(full_run, tiny_data, tmp_path):
+  _, uninterrupted = full_run
+  trainer.train(tiny_config(tiny_data, steps=3), tmp_path)  # stops at the first checkpoint
+  resumed = trainer.train(tiny_config(tiny_data), tmp_path, resume=True)
+  assert_trees_equal(resumed, uninterrupted)
+
+
+def test_restore_params_gives_the_best_checkpoint(full_run):
+  workdir, _ = full_run
+  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  best = min(records, key=lambda r: r['test_mse'])['step']
+  config, params, step = trainer.restore_params(workdir)
+  assert step == best and config.steps == 6
+  assert jax.tree.structure(params) == jax.tree.structure(training.init_state(
+      0, training.make_optimizer(1e-4, 1e-6)).params)
+
+
+def test_existing_run_needs_resume(full_run, tiny_data):
+  workdir, _ = full_run
+  with pytest.raises(ConfigError, match='--resume'):
+    trainer.train(tiny_config(tiny_data), workdir)
+
+
+def test_resume_refuses_other_settings(full_run, tiny_data):
+  workdir, _ = full_run
+  with pytest.raises(ConfigError, match=r"lr=0\.0001"):
+    trainer.train(tiny_config(tiny_data, lr=1e-3), workdir, resume=True)
+
+
+def test_checkpoint_of_another_model_is_refused(full_run, tmp_path):
+  workdir, state = full_run
+  manager = checkpoint.open_manager(tmp_path)
+  other = state._replace(params={'dense': {'kernel': np.zeros((3, 4), np.float32)}})
+  checkpoint.save(manager, other, 0.5)
+  with pytest.raises(checkpoint.CheckpointError, match='different model'):
+    checkpoint.restore(manager, 6, state)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path,
+                                                                   monkeypatch):
+  real_train_steps = training.train_steps
+
+  def diverging_after_step_4(state, images, batch_indices, **hyper):
+    first = int(state.step)
+    state, losses = real_train_steps(state, images, batch_indices, **hyper)
+    steps = first + 1 + np.arange(len(losses))
+    return state, np.where(steps >= 5, np.nan, losses)
+
+  monkeypatch.setattr(training, 'train_steps', diverging_after_step_4)
+  with pytest.raises(trainer.NonFiniteLoss, match=r'nan at step 5: .*checkpoint \(step 3\)'):
+    trainer.train(tiny_config(tiny_data), tmp_path)
+  manager = checkpoint.open_manager(tmp_path / 'checkpoints', read_only=True)
+  assert manager.all_steps() == [3]
+
+
+def test_a_diverging_run_writes_no_checkpoint(tiny_data, tmp_path):
+  with pytest.raises(trainer.NonFiniteLoss, match='no checkpoint was written'):
+    trainer.train(tiny_config(tiny_data, lr=1e8), tmp_path)
+  assert checkpoint.open_manager(tmp_path / 'checkpoints').all_steps() == []
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--data', 'nope'], "unknown --data 'nope'"),
+    (['--data', 'idx:/does/not/exist'], 'does not exist'),
+    (['--steps', '0'], '--steps must be a positive integer'),
+    (['--batch-size', '-3'], '--batch-size must be a positive integer'),
+    (['--lr', '0'], '--lr must be positive'),
+    (['--batch-size', '1000'], 'larger than the 40 training images'),
+])
+def test_bad_flags_exit_2_with_one_line(argv, message, tiny_data, tmp_path, capsys):
+  if argv == ['--batch-size', '1000']:
+    argv = argv + ['--data', tiny_data]
+  assert train_cli.main(argv + ['--workdir', str(tmp_path / 'run')]) == 2
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert err.startswith('error: ') and message in err
+  assert not (tmp_path / 'run').exists()
