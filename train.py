@@ -4,7 +4,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from jax_ae import trainer
+from jax_ae import parallel, trainer
 from jax_ae.config import Config, ConfigError, default_workdir, latest_workdir, load_config
 
 FLAG_HELP = {
@@ -19,13 +19,15 @@ FLAG_HELP = {
     'seed': 'seeds the initial weights and the order of the batches',
     'eval_every': 'updates between test evaluations and checkpoints (default: one epoch)',
     'steps_per_dispatch': 'updates run in one compiled lax.scan call',
+    'devices': "'all' or N: split each batch over that many devices (data parallel); "
+               'the batch size must divide by it',
 }
 
 
 def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__)
   for field in dataclasses.fields(Config):
-    kind = {'data': str, 'lr': float, 'weight_decay': float}.get(field.name, int)
+    kind = {'data': str, 'devices': str, 'lr': float, 'weight_decay': float}.get(field.name, int)
     parser.add_argument('--' + field.name.replace('_', '-'), type=kind,
                         default=argparse.SUPPRESS, help=FLAG_HELP[field.name])
   parser.add_argument('--workdir', help='where checkpoints, config.json and metrics.jsonl go '
@@ -49,6 +51,7 @@ def main(argv=None):
     config = dataclasses.replace(base, **args)
     workdir = workdir or default_workdir(config.data)
     print(f'training in {workdir}', file=sys.stderr)
+    parallel.maybe_initialize_distributed()
     trainer.train(config, workdir, resume)
   except ValueError as error:  # DataError, ConfigError, CheckpointError: the user can fix it
     print(f'error: {error}', file=sys.stderr)

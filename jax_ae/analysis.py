@@ -80,20 +80,18 @@ def space_metrics(train_features, train_labels, test_features, test_labels):
   projection, variance = pca_2d(test_features)
   sample = subsample(len(test_features), TRUSTWORTHINESS_SAMPLE)
   accuracy, converged = probe_accuracy(train_features, train_labels, test_features, test_labels)
-  metrics = {
+  return {
       'dims': test_features.shape[1],
-      'pc1_variance': variance[0],
-      'pc2_variance': variance[1],
-      'silhouette_2d': silhouette_score(projection, test_labels),
-      'knn_accuracy_2d': knn_accuracy(projection, test_labels),
-      'trustworthiness_2d': trustworthiness(test_features[sample], projection[sample],
-                                            n_neighbors=NEIGHBORS),
-      'knn_accuracy': knn_accuracy(test_features, test_labels),
-      'probe_accuracy': accuracy,
+      'pc1_variance': float(variance[0]),
+      'pc2_variance': float(variance[1]),
+      'silhouette_2d': float(silhouette_score(projection, test_labels)),
+      'knn_accuracy_2d': float(knn_accuracy(projection, test_labels)),
+      'trustworthiness_2d': float(trustworthiness(test_features[sample], projection[sample],
+                                                  n_neighbors=NEIGHBORS)),
+      'knn_accuracy': float(knn_accuracy(test_features, test_labels)),
+      'probe_accuracy': float(accuracy),
       'probe_converged': converged,
-  }
-  return {name: value if isinstance(value, bool) else float(value)
-          for name, value in metrics.items()}, projection
+  }, projection
 
 
 def mse_by_class(errors, labels):

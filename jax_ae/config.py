@@ -28,6 +28,7 @@ class Config:
   seed: int = 0
   eval_every: int | None = None  # steps between test evaluations and checkpoints; None: each epoch
   steps_per_dispatch: int = 25  # training steps run in one jitted lax.scan
+  devices: str = 'all'  # 'all' or how many of jax.devices() share each batch
 
   def __post_init__(self):
     for name in ('epochs', 'steps', 'batch_size', 'eval_every', 'steps_per_dispatch'):

@@ -71,8 +71,8 @@ def params_from_torch(state_dict):
                               f'expected {shape}')
   extra = sorted(set(state_dict) - set(expected))
   if extra:
-    raise TorchWeightsError(f"this is not the lab's network: its state_dict has {len(extra)} "
-                            f"keys the lab's does not, e.g. '{extra[0]}'")
+    raise TorchWeightsError(f"this is not the lab's network: the lab's state_dict has no "
+                            f"'{extra[0]}'")
   params = {}
   for part, layer, module, flat in LAYERS:
     weight = _numpy(state_dict[f'{module}.weight'])
@@ -106,8 +106,8 @@ def params_to_torch(params):
       weight, bias = kernel[:, CHW_FROM_HWC].T, bias[CHW_FROM_HWC]
     else:
       weight = kernel.T
-    state_dict[f'{module}.weight'] = torch.from_numpy(np.ascontiguousarray(weight))
-    state_dict[f'{module}.bias'] = torch.from_numpy(np.ascontiguousarray(bias))
+    state_dict[f'{module}.weight'] = torch.tensor(weight)  # a copy, contiguous
+    state_dict[f'{module}.bias'] = torch.tensor(bias)
   return state_dict
 
 

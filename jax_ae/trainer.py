@@ -7,7 +7,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from jax_ae import checkpoint, data, training
+from jax_ae import checkpoint, data, parallel, training
 from jax_ae.config import TRAJECTORY_FIELDS, ConfigError, load_config, save_config
 
 
@@ -25,28 +25,32 @@ def train(config, workdir, resume=False):
                       f'training images of {dataset.name}: choose a smaller one')
   total_steps = config.total_steps(dataset.name, num_train)
   eval_every = config.eval_every or num_train // config.batch_size
+  mesh = parallel.make_mesh(config.devices, config.batch_size)
 
   optimizer = training.make_optimizer(config.lr, config.weight_decay)
-  state = training.init_state(config.seed, optimizer)
+  state = parallel.replicate(training.init_state(config.seed, optimizer), mesh)
   manager = checkpoint.open_manager(workdir / 'checkpoints')
   if manager.latest_step() is not None:
     _check_resumable(config, workdir, resume)
     state = checkpoint.restore(manager, manager.latest_step(), state)
-  workdir.mkdir(parents=True, exist_ok=True)
-  save_config(config, workdir / 'config.json')
+  is_main_process = jax.process_index() == 0  # one writer of the logs on many hosts
+  if is_main_process:
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_config(config, workdir / 'config.json')
 
-  train_images = jax.device_put(dataset.train.images)
+  train_images = parallel.replicate(dataset.train.images, mesh)
   step = int(state.step)
   compiled_lengths = set()
   losses, seconds, timed_images = [], 0.0, 0
-  with tqdm(total=total_steps, initial=step, unit='step', dynamic_ncols=True) as bar:
+  with tqdm(total=total_steps, initial=step, unit='step', dynamic_ncols=True,
+            disable=not is_main_process) as bar:
     while step < total_steps:
       next_eval = min((step // eval_every + 1) * eval_every, total_steps)
       # Dispatch boundaries depend on the global step alone, so a resumed run
       # runs the very same scans as an uninterrupted one.
       end = min((step // config.steps_per_dispatch + 1) * config.steps_per_dispatch, next_eval)
-      indices = training.batch_schedule(config.seed, num_train, config.batch_size, step,
-                                        end - step)
+      indices = parallel.shard_batches(training.batch_schedule(
+          config.seed, num_train, config.batch_size, step, end - step), mesh)
       start = time.perf_counter()
       state, chunk_losses = training.train_steps(state, train_images, indices, lr=config.lr,
                                                  weight_decay=config.weight_decay)
@@ -68,13 +72,15 @@ def train(config, workdir, resume=False):
       bar.set_postfix(loss=f'{chunk_losses[-1]:.4f}', img_s=f'{images_per_s:.0f}')
       step = end
       if step == next_eval:
-        test_mse = float(np.mean(training.image_errors(state.params, dataset.test.images)))
+        test_mse = float(np.mean(training.image_errors(parallel.local_copy(state.params),
+                                                       dataset.test.images)))
         checkpoint.save(manager, state, test_mse)
         record = dict(step=step, epoch=round(step * config.batch_size / num_train, 3),
                       train_loss=float(np.mean(losses)), test_mse=test_mse,
                       images_per_s=round(images_per_s, 1), data=dataset.name)
-        with open(workdir / 'metrics.jsonl', 'a') as log:
-          log.write(json.dumps(record) + '\n')
+        if is_main_process:
+          with open(workdir / 'metrics.jsonl', 'a') as log:
+            log.write(json.dumps(record) + '\n')
         bar.write(f'step {step}: train loss {record["train_loss"]:.5f}, '
                   f'test MSE/pixel {test_mse:.5f}, {images_per_s:.0f} images/s')
         losses = []
