@@ -18,7 +18,7 @@ COLORS = plt.get_cmap('tab10').colors
 
 def reconstruction_size(num_images):
   """Figure size in inches of reconstructions(): one column per image, input over output."""
-  return num_images * CELL, 2 * CELL + 1.2
+  return num_images * CELL, 2 * CELL + 0.8
 
 
 def pca_size(num_panels):
@@ -59,7 +59,7 @@ def pca_scatter(panels, labels, class_names, path):
   for ax, (title, projection, variance) in zip(axes[0], panels):
     for label, name in enumerate(class_names):
       points = projection[labels == label]
-      ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.6, color=COLORS[label % 10],
+      ax.scatter(points[:, 0], points[:, 1], s=5, alpha=0.6, color=COLORS[label % 10],
                  label=name, rasterized=True, linewidths=0)
     ax.set_xlabel(f'PC1 ({variance[0]:.1%} of variance)')
     ax.set_ylabel(f'PC2 ({variance[1]:.1%} of variance)')

@@ -8,7 +8,6 @@ import pytest
 from idx_files import write_idx_dataset
 from jax_ae import checkpoint, trainer, training
 from jax_ae.config import Config, ConfigError
-import train as train_cli
 
 
 @pytest.fixture(scope='module')
@@ -112,20 +111,3 @@ def test_a_diverging_run_writes_no_checkpoint(tiny_data, tmp_path):
   with pytest.raises(trainer.NonFiniteLoss, match='no checkpoint was written'):
     trainer.train(tiny_config(tiny_data, lr=1e8), tmp_path)
   assert checkpoint.open_manager(tmp_path / 'checkpoints').all_steps() == []
-
-
-@pytest.mark.parametrize('argv,message', [
-    (['--data', 'nope'], "unknown --data 'nope'"),
-    (['--data', 'idx:/does/not/exist'], 'does not exist'),
-    (['--steps', '0'], '--steps must be a positive integer'),
-    (['--batch-size', '-3'], '--batch-size must be a positive integer'),
-    (['--lr', '0'], '--lr must be positive'),
-    (['--batch-size', '1000'], 'larger than the 40 training images'),
-])
-def test_bad_flags_exit_2_with_one_line(argv, message, tiny_data, tmp_path, capsys):
-  if argv == ['--batch-size', '1000']:
-    argv = argv + ['--data', tiny_data]
-  assert train_cli.main(argv + ['--workdir', str(tmp_path / 'run')]) == 2
-  err = capsys.readouterr().err.strip().splitlines()[-1]
-  assert err.startswith('error: ') and message in err
-  assert not (tmp_path / 'run').exists()
