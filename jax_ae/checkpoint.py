@@ -32,9 +32,16 @@ def open_manager(directory, read_only=False):
 
 
 def save(manager, state, test_mse):
-  manager.save(int(state.step), args=ocp.args.StandardSave(state),
-               metrics={'test_mse': float(test_mse)})
-  manager.wait_until_finished()
+  step, previous = int(state.step), manager.latest_step()
+  try:
+    manager.save(step, args=ocp.args.StandardSave(state), metrics={'test_mse': float(test_mse)})
+    manager.wait_until_finished()
+  except Exception as error:  # a full disk, a lost mount: Orbax raises various types
+    reason = 'no space left on device' if 'No space left' in str(error) else type(error).__name__
+    kept = 'no earlier checkpoint' if previous is None else f'the checkpoint of step {previous}'
+    raise CheckpointError(f'could not write the checkpoint of step {step} in {manager.directory} '
+                          f'({reason}); {kept} is intact: free some space and run again with '
+                          '--resume') from error
 
 
 def restore(manager, step, like_state):

@@ -153,7 +153,8 @@ def test_metrics_json_holds_every_number(analysed, run):
   numbers = [metrics['test_mse']['overall'], *metrics['test_mse']['per_class'].values()]
   for space, dims in (('codes', 576), ('pixels', 784)):
     assert metrics[space].keys() == SPACE_KEYS and metrics[space]['dims'] == dims
-    numbers += [value for name, value in metrics[space].items() if name != 'probe_converged']
+    numbers += [value for name, value in metrics[space].items()
+                if name not in ('dims', 'probe_converged')]
   assert all(isinstance(x, float) and math.isfinite(x) for x in numbers)
   # The overall MSE is the mean over balanced classes, so the mean of the per-class ones.
   assert metrics['test_mse']['overall'] == pytest.approx(
