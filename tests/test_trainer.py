@@ -7,7 +7,7 @@ import pytest
 
 from idx_files import write_idx_dataset
 from jax_ae import checkpoint, trainer, training
-from jax_ae.config import Config, ConfigError
+from jax_ae.config import Config
 
 
 @pytest.fixture(scope='module')
@@ -60,18 +60,6 @@ def test_restore_params_gives_the_best_checkpoint(full_run):
   assert step == best and config.steps == 6
   assert jax.tree.structure(params) == jax.tree.structure(training.init_state(
       0, training.make_optimizer(1e-4, 1e-6)).params)
-
-
-def test_existing_run_needs_resume(full_run, tiny_data):
-  workdir, _ = full_run
-  with pytest.raises(ConfigError, match='--resume'):
-    trainer.train(tiny_config(tiny_data), workdir)
-
-
-def test_resume_refuses_other_settings(full_run, tiny_data):
-  workdir, _ = full_run
-  with pytest.raises(ConfigError, match=r"lr=0\.0001"):
-    trainer.train(tiny_config(tiny_data, lr=1e-3), workdir, resume=True)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path,
