@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import absl.logging
 import numpy as np
+from absl import logging as absl_logging
 
 from jax_ae import analysis, data, plots, trainer, training
 from jax_ae.config import ConfigError, latest_workdir
@@ -51,7 +51,7 @@ def analyze(workdir, out):
   """Writes every figure, metrics.json and report.md of the run in workdir into out."""
   config, params, step = trainer.restore_params(workdir)
   dataset = data.load_dataset(config.data)
-  test, class_names = dataset.test, dataset.class_names
+  test = dataset.test
   probe_rows = analysis.subsample(len(dataset.train.labels), analysis.PROBE_TRAIN_SAMPLE)
   train_images, train_labels = dataset.train.images[probe_rows], dataset.train.labels[probe_rows]
   test_codes = training.encode(params, test.images)
@@ -64,7 +64,6 @@ def analyze(workdir, out):
     metrics[name], projections[name] = analysis.space_metrics(
         train_features, train_labels, test_features, test.labels)
   errors = training.image_errors(params, test.images)
-  test_mse = float(np.mean(errors))
   report = {
       'measured_on': {
           'workdir': str(workdir), 'dataset': dataset.name, 'checkpoint_step': step,
@@ -73,22 +72,30 @@ def analyze(workdir, out):
           'seed': analysis.SEED,
       },
       'protocol': analysis.PROTOCOL,
-      'test_mse': {'overall': test_mse, 'per_class': {
-          class_names[label]: mse for label, mse in
+      'test_mse': {'overall': float(np.mean(errors)), 'per_class': {
+          dataset.class_names[label]: mse for label, mse in
           analysis.mse_by_class(errors, test.labels).items()}},
       **metrics,
   }
 
   out.mkdir(parents=True, exist_ok=True)
+  draw(out, params, dataset, test_codes, errors, metrics, projections)
+  (out / 'metrics.json').write_text(json.dumps(report, indent=2, ensure_ascii=False) + '\n')
+  (out / 'report.md').write_text(markdown(report))
+
+
+def draw(out, params, dataset, test_codes, errors, metrics, projections):
+  """Writes the FIGURES into out."""
+  test, class_names = dataset.test, dataset.class_names
   shown = analysis.examples_per_class(test.labels, PER_CLASS)
   plots.reconstructions(test.images[shown] / 255, training.reconstruct(params, test.images[shown]),
-                        errors[shown], test.labels[shown], class_names, test_mse,
+                        errors[shown], test.labels[shown], class_names, float(np.mean(errors)),
                         out / 'reconstructions.png')
   panels = {}
   for name, title in (('codes', 'latent codes'), ('pixels', 'raw pixels')):
     space = metrics[name]
     variance = (space['pc1_variance'], space['pc2_variance'])
-    dims = f'{title} ({space["dims"]:.0f}-d)'
+    dims = f'{title} ({space["dims"]}-d)'
     plots.pca_scatter([(f'2-D PCA of the {dims}', projections[name], variance)], test.labels,
                       class_names, out / f'{"latent" if name == "codes" else "pixel"}_pca.png')
     panels[name] = (f'{dims}\nsilhouette {space["silhouette_2d"]:.3f}, '
@@ -101,22 +108,20 @@ def analyze(workdir, out):
   blends = np.stack([analysis.interpolate(test.images[a] / 255, test.images[b] / 255, STEPS)
                      for a, b in pairs])
   plots.interpolations(latent.reshape(PAIRS, STEPS, *latent.shape[1:]), blends,
-                       [f'{class_names[test.labels[a]]} → {class_names[test.labels[b]]}'
-                        for a, b in pairs], out / 'latent_interpolation.png')
-  (out / 'metrics.json').write_text(json.dumps(report, indent=2, ensure_ascii=False) + '\n')
-  (out / 'report.md').write_text(markdown(report))
+                       [[class_names[label] for label in test.labels[pair]] for pair in pairs],
+                       out / 'latent_interpolation.png')
 
 
 def markdown(report):
   """report.md: the codes-vs-pixels table, the per-class MSE and the figures."""
   on, codes, pixels = report['measured_on'], report['codes'], report['pixels']
-  better = 'more' if codes['knn_accuracy_2d'] > pixels['knn_accuracy_2d'] else 'less'
+  better = 'better' if codes['knn_accuracy_2d'] > pixels['knn_accuracy_2d'] else 'no better'
   lines = [
       '# Latent codes vs raw pixels', '',
       f'Run `{on["workdir"]}`, checkpoint step {on["checkpoint_step"]} (the best test MSE), '
       f'measured on the {on["test_size"]:,} test images of {on["dataset"]}. '
       f'Test MSE per pixel: {report["test_mse"]["overall"]:.5f}.', '',
-      f'| metric | codes ({codes["dims"]:.0f}-d) | pixels ({pixels["dims"]:.0f}-d) |',
+      f'| metric | codes ({codes["dims"]}-d) | pixels ({pixels["dims"]}-d) |',
       '|---|---:|---:|',
       *(f'| {label} | {form.format(codes[key])} | {form.format(pixels[key])} |'
         for key, label, form in METRIC_ROWS), '',
@@ -127,8 +132,10 @@ def markdown(report):
       f'the test split; trustworthiness is measured on {on["trustworthiness_sample"]:,} test '
       'images; metrics.json says how each number is measured.', '',
   ]
-  if not (codes['probe_converged'] and pixels['probe_converged']):
-    lines += [f'The probe stopped at {analysis.PROBE_MAX_ITER} iterations before converging.', '']
+  unconverged = [name for name in ('codes', 'pixels') if not report[name]['probe_converged']]
+  if unconverged:
+    lines += [f'The probe on the {" and the ".join(unconverged)} stopped at '
+              f'{analysis.PROBE_MAX_ITER} iterations before converging.', '']
   for name, caption in FIGURES.items():
     lines += [f'## {caption}', '', f'![{caption}]({name})', '']
   lines += ['## Test MSE per class', '', '| class | MSE per pixel |', '|---|---:|',
@@ -138,7 +145,7 @@ def markdown(report):
 
 def main(argv=None):
   args = parse_args(argv)
-  absl.logging.set_verbosity(absl.logging.ERROR)  # orbax's warnings on restore say nothing useful here
+  absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's restore warnings: nothing to act on
   try:
     workdir = args.workdir or latest_workdir()
     if workdir is None:

@@ -4,6 +4,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from absl import logging as absl_logging
+
 from jax_ae import parallel, trainer
 from jax_ae.config import Config, ConfigError, default_workdir, latest_workdir, load_config
 
@@ -39,6 +41,7 @@ def parse_args(argv):
 
 def main(argv=None):
   args = vars(parse_args(argv))
+  absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's and TFDS's routine warnings
   workdir, resume = args.pop('workdir'), args.pop('resume')
   try:
     if resume and workdir is None:

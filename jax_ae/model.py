@@ -4,6 +4,7 @@ Layer names follow the lab's table, so `params` reads like the architecture:
 encoder/{conv1, conv2, fc1, fc2}, decoder/{fc1, fc2, deconv1, deconv2}.
 """
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -59,5 +60,6 @@ class AutoEncoder(nn.Module):
     return self.decoder(codes)
 
 
+@jax.jit  # one compiled init instead of a few hundred dispatched ops
 def init_params(rng):
   return AutoEncoder().init(rng, jnp.zeros((1, *IMAGE_SHAPE)))['params']

@@ -1,13 +1,12 @@
 """The analysis figures: each function takes arrays and a path, and writes one PNG.
 
-Figures keep a fixed size (no tight bounding box), so a PNG is FIGSIZE * DPI pixels.
+Figures keep a fixed size (no tight bounding box): a PNG is its *_size() inches times DPI.
 """
 import matplotlib
+import numpy as np
 
 matplotlib.use('Agg')  # files only, never a display
-
-import matplotlib.pyplot as plt  # noqa: E402  (after use('Agg'))
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402  (pyplot after use('Agg'))
 
 DPI = 100
 CELL = 0.8  # inches per image in the image grids
@@ -26,7 +25,7 @@ def pca_size(num_panels):
 
 
 def interpolation_size(num_pairs, steps):
-  return 2 * steps * CELL + 0.6, num_pairs * CELL + 0.9
+  return 2 * steps * CELL + 0.4, num_pairs * (CELL + 0.25) + 0.5
 
 
 def reconstructions(images, recons, errors, labels, class_names, test_mse, path):
@@ -70,11 +69,11 @@ def pca_scatter(panels, labels, class_names, path):
   _save(fig, path)
 
 
-def interpolations(latent, pixel, row_names, path):
+def interpolations(latent, pixel, end_names, path):
   """Latent-space interpolations (left) beside pixel-space blends (right) of the same pairs.
 
   latent, pixel: (pairs, steps, 28, 28, 1) in [0, 1]; each row runs from one image to the
-  other, and row_names says which (e.g. '3 → 7').
+  other; end_names: (pairs, 2) class names of the two ends, written above them.
   """
   pairs, steps = latent.shape[:2]
   fig = plt.figure(figsize=interpolation_size(pairs, steps), layout='constrained')
@@ -84,8 +83,9 @@ def interpolations(latent, pixel, row_names, path):
     axes = subfig.subplots(pairs, steps, squeeze=False)
     for ax, image in zip(axes.flat, rows.reshape(-1, *rows.shape[2:])):
       _show(ax, image)
-    for ax, name in zip(axes[:, 0], row_names):
-      ax.set_ylabel(name, fontsize=9)
+    for row, names in zip(axes, end_names):
+      for ax, name in zip(row[[0, -1]], names):
+        ax.set_title(name, fontsize=8)
     subfig.suptitle(title, fontsize=11)
   _save(fig, path)
 

@@ -116,5 +116,6 @@ def restore_params(workdir, step=None):
     raise ConfigError(f'{workdir} has no checkpoint yet: let train.py reach its first '
                       'evaluation')
   optimizer = training.make_optimizer(config.lr, config.weight_decay)
-  state = checkpoint.restore(manager, step, training.init_state(config.seed, optimizer))
+  like = jax.eval_shape(lambda: training.init_state(config.seed, optimizer))
+  state = checkpoint.restore(manager, step, like)
   return config, state.params, step

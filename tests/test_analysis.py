@@ -5,7 +5,7 @@ import re
 import numpy as np
 import PIL.Image
 import pytest
-from test_data import write_idx
+from idx_files import write_idx
 
 import analyze
 from jax_ae import analysis, plots, trainer
@@ -168,9 +168,12 @@ def test_report_links_every_figure(analysed):
     assert f'| {label} |' in report
 
 
-def test_analyze_out_flag_and_determinism(analysed, run, tmp_path):
-  assert analyze.main(['--workdir', str(run), '--out', str(tmp_path)]) == 0
-  assert (tmp_path / 'metrics.json').read_text() == (analysed / 'metrics.json').read_text()
+def test_analyze_writes_into_out_when_given(run, tmp_path, monkeypatch):
+  written = []
+  monkeypatch.setattr(analyze, 'analyze', lambda workdir, out: written.append(out))
+  assert analyze.main(['--workdir', str(run), '--out', str(tmp_path / 'elsewhere')]) == 0
+  assert analyze.main(['--workdir', str(run)]) == 0
+  assert written == [tmp_path / 'elsewhere', run / 'analysis']
 
 
 @pytest.mark.parametrize('argv', [['--workdir', 'missing'], ['--workdir', '.'], []])
