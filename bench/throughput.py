@@ -4,7 +4,9 @@ python bench/throughput.py [--batch-sizes 64 256] [--steps N] [--rounds R] [--ou
 
 Both frameworks run in this one process and alternate in rounds (N steps of JAX, then N of
 PyTorch), so machine noise hits both; each reports its median images/s over the rounds,
-after a warm-up. The images are 60,000 random uint8 digits: speed does not depend on them.
+after a warm-up round. JAX runs train.py's path: training.train_steps, a lax.scan of
+min(N, steps_per_dispatch) steps per call. The images are 60,000 random uint8 digits:
+speed does not depend on them.
 """
 import argparse
 import json
@@ -21,7 +23,7 @@ import jaxlib
 import numpy as np
 import torch
 
-from jax_ae import torch_port, training
+from jax_ae import parallel, torch_port, training
 from jax_ae.config import Config
 
 NUM_IMAGES = 60_000  # MNIST's training split: each batch is gathered from all of it
@@ -29,13 +31,14 @@ NUM_IMAGES = 60_000  # MNIST's training split: each batch is gathered from all o
 
 def jax_loop(config, images):
   """run(num_steps) as trainer.train does it: a schedule per dispatch of K steps, one
-  jitted scan each, then waiting on its losses. Returns (run, FLOPs of one step)."""
-  state = training.init_state(config.seed, training.make_optimizer(config.lr,
-                                                                   config.weight_decay))
-  train_images = jax.device_put(images)
+  jitted scan each, then waiting on its losses. Returns (run, XLA's FLOPs of one step)."""
+  mesh = parallel.make_mesh(config.devices, config.batch_size)
+  state = parallel.replicate(training.init_state(
+      config.seed, training.make_optimizer(config.lr, config.weight_decay)), mesh)
+  train_images = parallel.replicate(images, mesh)
   hyper = dict(lr=config.lr, weight_decay=config.weight_decay)
   # XLA's cost analysis counts a scan's body once whatever its length: lower one step.
-  one_step = np.zeros((1, config.batch_size), np.int32)
+  one_step = parallel.shard_batches(np.zeros((1, config.batch_size), np.int32), mesh)
   cost = training.train_steps.lower(state, train_images, one_step, **hyper).compile()
   cost = cost.cost_analysis()
   flops = (cost[0] if isinstance(cost, list) else cost)['flops']  # a list in older jax
@@ -44,8 +47,8 @@ def jax_loop(config, images):
   def run(num_steps):
     nonlocal state, step
     for first in range(step, step + num_steps, config.steps_per_dispatch):
-      indices = training.batch_schedule(config.seed, len(images), config.batch_size, first,
-                                        config.steps_per_dispatch)
+      indices = parallel.shard_batches(training.batch_schedule(
+          config.seed, len(images), config.batch_size, first, config.steps_per_dispatch), mesh)
       state, losses = training.train_steps(state, train_images, indices, **hyper)
       np.asarray(losses)
     step += num_steps
@@ -80,17 +83,19 @@ def torch_loop(config, images):
 
 
 def bench(batch_size, steps, rounds, images, peak_flops):
-  config = Config(batch_size=batch_size)
+  config = Config(batch_size=batch_size, steps_per_dispatch=dispatch_steps(steps))
   jax_run, flops = jax_loop(config, images)
   loops = {'jax': jax_run, 'torch': torch_loop(config, images)}
-  for run in loops.values():  # warm-up: compilation, Adam's moments, allocator caches
-    run(config.steps_per_dispatch)
   seconds = {name: [] for name in loops}
-  for _ in range(rounds):
+  for round_ in range(rounds + 1):  # round 0 warms up: compilation, Adam's moments, caches
     for name, run in loops.items():
       start = time.perf_counter()
       run(steps)
       seconds[name].append(time.perf_counter() - start)
+    print(f'batch {batch_size}, round {round_}/{rounds}: ' + ', '.join(
+        f'{name} {batch_size * steps / times[-1]:.0f} images/s'
+        for name, times in seconds.items()), file=sys.stderr)
+  seconds = {name: times[1:] for name, times in seconds.items()}
   result = {'batch_size': batch_size, 'gflop_per_step': flops / 1e9}
   for name, times in seconds.items():
     median = statistics.median(times)
@@ -99,6 +104,11 @@ def bench(batch_size, steps, rounds, images, peak_flops):
     result[f'{name}_round_seconds'] = times
   result['jax_over_torch'] = result['jax_images_per_s'] / result['torch_images_per_s']
   return result
+
+
+def dispatch_steps(steps):
+  # train.py's scan length, or all of a round's steps in one scan when a round is shorter.
+  return min(steps, Config.steps_per_dispatch)
 
 
 def cpu_peak():
@@ -140,14 +150,18 @@ def machine():
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch-sizes', type=int, nargs='+', default=[64, 256])
-  parser.add_argument('--steps', type=int, default=Config.steps_per_dispatch,
-                      help='steps per framework per round, a multiple of steps_per_dispatch '
-                           f'({Config.steps_per_dispatch})')
-  parser.add_argument('--rounds', type=int, default=5)
+  # The defaults keep a run near 5 minutes on 2 shared cores; --steps 25 runs JAX exactly
+  # as train.py does (steps_per_dispatch=25), at ~25x the time.
+  parser.add_argument('--steps', type=int, default=2,
+                      help='steps per framework per round: at most steps_per_dispatch '
+                           f'({Config.steps_per_dispatch}) or a multiple of it')
+  parser.add_argument('--rounds', type=int, default=4)
   parser.add_argument('--out', type=Path, help='also write the JSON here')
   args = parser.parse_args(argv)
-  if args.steps <= 0 or args.steps % Config.steps_per_dispatch:
-    parser.error(f'--steps must be a positive multiple of {Config.steps_per_dispatch}')
+  if args.steps <= 0 or args.steps % dispatch_steps(args.steps):
+    parser.error(f'--steps must be at most {Config.steps_per_dispatch} or a multiple of it')
+  if args.rounds <= 0:
+    parser.error('--rounds must be positive')
 
   # The peak and PyTorch's side are the CPU's, so JAX runs there too.
   jax.config.update('jax_platforms', 'cpu')
@@ -156,7 +170,7 @@ def main(argv=None):
   images = np.random.default_rng(0).integers(0, 256, (NUM_IMAGES, 28, 28, 1), np.uint8)
   report = {
       'settings': {'steps_per_round': args.steps, 'rounds': args.rounds,
-                   'steps_per_dispatch': Config.steps_per_dispatch, 'lr': Config.lr,
+                   'steps_per_dispatch': dispatch_steps(args.steps), 'lr': Config.lr,
                    'weight_decay': Config.weight_decay, 'images': 'random uint8, 60000'},
       'machine': machine(),
       'peak_gflops': peak_flops / 1e9,

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_ae.model import LATENT_DIM, AutoEncoder, deconv, init_params
+from jax_ae.model import LATENT_DIM, AutoEncoder, ConvTranspose4x4, init_params, max_pool_2x2
 
 
 @pytest.fixture(scope='module')
@@ -97,8 +97,7 @@ def test_deconv_is_pytorch_conv_transpose_k4_s2_p1(in_channels, out_channels, si
   bias = rng.normal(size=(out_channels,)).astype(np.float32)
   # Flax's kernel for the layer is (kh, kw, out, in): PyTorch's weight transposed.
   params = {'kernel': torch_weight.transpose(2, 3, 1, 0), 'bias': bias}
-  layer = deconv(out_channels, 'deconv')
-  out = layer.apply({'params': params}, x)
+  out = ConvTranspose4x4(out_channels).apply({'params': params}, x)
   assert out.shape == (2, 2 * size, 2 * size, out_channels)  # PyTorch: (H-1)*2 - 2 + 4 = 2H
   np.testing.assert_allclose(out, torch_conv_transpose(x, torch_weight, bias), atol=1e-4)
 
@@ -108,3 +107,44 @@ def test_pytorch_padding_taken_literally_gives_the_wrong_shape():
   naive = nn.ConvTranspose(64, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
   out, _ = naive.init_with_output(jax.random.key(0), jnp.zeros((1, 7, 7, 64)))
   assert out.shape == (1, 12, 12, 64)
+
+
+def flax_conv_transpose(features):
+  """The library layer that ConvTranspose4x4 stands in for."""
+  return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                          transpose_kernel=True)
+
+
+@pytest.mark.parametrize('in_channels,out_channels,size', [(64, 64, 7), (64, 1, 14)])
+def test_deconv_matches_flax_conv_transpose_with_gradients(in_channels, out_channels, size):
+  x = jax.random.normal(jax.random.key(1), (2, size, size, in_channels))
+  reference = flax_conv_transpose(out_channels)
+  params = reference.init(jax.random.key(2), x)
+  # Same initialisation, so swapping the layers keeps every run's starting point.
+  initial = ConvTranspose4x4(out_channels).init(jax.random.key(2), x)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(initial)):
+    np.testing.assert_array_equal(a, b)
+  params = jax.tree.map(lambda p: p + 0.1, params)
+
+  def loss(layer):
+    return lambda params, x: jnp.sum(jnp.sin(layer.apply(params, x)))
+
+  expected = jax.value_and_grad(loss(reference), argnums=(0, 1))(params, x)
+  actual = jax.value_and_grad(loss(ConvTranspose4x4(out_channels)), argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+
+
+def test_max_pool_matches_flax_forward_and_gradient_with_ties():
+  # Small integers tie often, like the flat backgrounds of digits after a ReLU.
+  x = jnp.round(jax.random.normal(jax.random.key(3), (2, 8, 8, 3)) * 1.5)
+  weights = jnp.arange(1.0, 4.0)
+
+  def loss(pool):
+    return lambda x: jnp.sum(jnp.sin(pool(x)) * weights)
+
+  flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(max_pool_2x2(x), flax_pool(x))
+  np.testing.assert_array_equal(jax.grad(loss(max_pool_2x2))(x), jax.grad(loss(flax_pool))(x))
+  windows = x.reshape(2, 4, 2, 4, 2, 3).transpose(0, 1, 3, 5, 2, 4).reshape(-1, 4)
+  assert np.mean([len(set(w.tolist())) < 4 for w in np.asarray(windows)]) > 0.3  # many ties
