@@ -20,7 +20,7 @@ FLAG_HELP = {
     'weight_decay': "L2 added to the gradient, as PyTorch's Adam(weight_decay=) (the lab: 1e-6)",
     'seed': 'seeds the initial weights and the order of the batches',
     'eval_every': 'updates between test evaluations and checkpoints (default: one epoch)',
-    'steps_per_dispatch': 'updates run in one compiled lax.scan call',
+    'steps_per_dispatch': 'updates per compiled call (default: 4 on CPU, 64 on GPU/TPU)',
     'devices': "'all' or N: split each batch over that many devices (data parallel); "
                'the batch size must divide by it',
 }

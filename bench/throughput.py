@@ -4,8 +4,8 @@ python bench/throughput.py [--batch-sizes 64 256] [--steps N] [--rounds R] [--ou
 
 Both frameworks run in this one process and alternate in rounds (N steps of JAX, then N of
 PyTorch), so machine noise hits both; each reports its median images/s over the rounds,
-after a warm-up round. JAX runs train.py's path: training.train_steps, a lax.scan of
-min(N, steps_per_dispatch) steps per call. The images are 60,000 random uint8 digits:
+after a warm-up round. JAX runs train.py's path: training.train_steps, with train.py's
+CPU default of 4 steps per call. The images are 60,000 random uint8 digits:
 speed does not depend on them.
 """
 import argparse
@@ -37,10 +37,10 @@ def jax_loop(config, images):
       config.seed, training.make_optimizer(config.lr, config.weight_decay)), mesh)
   train_images = parallel.replicate(images, mesh)
   hyper = dict(lr=config.lr, weight_decay=config.weight_decay)
-  # XLA's cost analysis counts a scan's body once whatever its length: lower one step.
+  # FLOPs of exactly one step (a scan's body is counted once whatever its length).
   one_step = parallel.shard_batches(np.zeros((1, config.batch_size), np.int32), mesh)
-  cost = training.train_steps.lower(state, train_images, one_step, **hyper).compile()
-  cost = cost.cost_analysis()
+  compiled = training.train_steps.lower(state, train_images, one_step, **hyper).compile()
+  cost = compiled.cost_analysis()
   flops = (cost[0] if isinstance(cost, list) else cost)['flops']  # a list in older jax
   step = 0
 
@@ -106,9 +106,12 @@ def bench(batch_size, steps, rounds, images, peak_flops):
   return result
 
 
+CPU_DISPATCH_STEPS = Config().dispatch_steps('cpu')
+
+
 def dispatch_steps(steps):
-  # train.py's scan length, or all of a round's steps in one scan when a round is shorter.
-  return min(steps, Config.steps_per_dispatch)
+  # train.py's steps per call, or all of a round's steps in one call when a round is shorter.
+  return min(steps, CPU_DISPATCH_STEPS)
 
 
 def cpu_peak():
@@ -150,16 +153,14 @@ def machine():
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch-sizes', type=int, nargs='+', default=[64, 256])
-  # The defaults keep a run near 5 minutes on 2 shared cores; --steps 25 runs JAX exactly
-  # as train.py does (steps_per_dispatch=25), at ~25x the time.
-  parser.add_argument('--steps', type=int, default=2,
-                      help='steps per framework per round: at most steps_per_dispatch '
-                           f'({Config.steps_per_dispatch}) or a multiple of it')
+  parser.add_argument('--steps', type=int, default=CPU_DISPATCH_STEPS * 3,
+                      help='steps per framework per round: at most train.py\'s steps per call '
+                           f'on CPU ({CPU_DISPATCH_STEPS}) or a multiple of it')
   parser.add_argument('--rounds', type=int, default=4)
   parser.add_argument('--out', type=Path, help='also write the JSON here')
   args = parser.parse_args(argv)
   if args.steps <= 0 or args.steps % dispatch_steps(args.steps):
-    parser.error(f'--steps must be at most {Config.steps_per_dispatch} or a multiple of it')
+    parser.error(f'--steps must be at most {CPU_DISPATCH_STEPS} or a multiple of it')
   if args.rounds <= 0:
     parser.error('--rounds must be positive')
 

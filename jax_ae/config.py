@@ -27,7 +27,9 @@ class Config:
   weight_decay: float = 1e-6  # coupled L2, as PyTorch's Adam applies it
   seed: int = 0
   eval_every: int | None = None  # steps between test evaluations and checkpoints; None: each epoch
-  steps_per_dispatch: int = 25  # training steps run in one jitted lax.scan
+  # Updates per jitted call; None: 4 on CPU, where they are unrolled and compile time grows
+  # with them, and 64 on accelerators, where they run in a lax.scan.
+  steps_per_dispatch: int | None = None
   devices: str = 'all'  # 'all' or how many of jax.devices() share each batch
 
   def __post_init__(self):
@@ -39,6 +41,9 @@ class Config:
       raise ConfigError(f'--lr must be positive, got {self.lr}')
     if not self.weight_decay >= 0:
       raise ConfigError(f'--weight-decay must be zero or positive, got {self.weight_decay}')
+
+  def dispatch_steps(self, backend):
+    return self.steps_per_dispatch or (4 if backend == 'cpu' else 64)
 
   def total_steps(self, dataset_name, num_train):
     if self.steps is not None:

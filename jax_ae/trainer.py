@@ -26,6 +26,7 @@ def train(config, workdir, resume=False):
   total_steps = config.total_steps(dataset.name, num_train)
   eval_every = config.eval_every or num_train // config.batch_size
   mesh = parallel.make_mesh(config.devices, config.batch_size)
+  dispatch_steps = config.dispatch_steps(jax.default_backend())
 
   optimizer = training.make_optimizer(config.lr, config.weight_decay)
   state = parallel.replicate(training.init_state(config.seed, optimizer), mesh)
@@ -48,7 +49,7 @@ def train(config, workdir, resume=False):
       next_eval = min((step // eval_every + 1) * eval_every, total_steps)
       # Dispatch boundaries depend on the global step alone, so a resumed run
       # runs the very same scans as an uninterrupted one.
-      end = min((step // config.steps_per_dispatch + 1) * config.steps_per_dispatch, next_eval)
+      end = min((step // dispatch_steps + 1) * dispatch_steps, next_eval)
       indices = parallel.shard_batches(training.batch_schedule(
           config.seed, num_train, config.batch_size, step, end - step), mesh)
       start = time.perf_counter()
