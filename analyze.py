@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from absl import logging as absl_logging
 
-from jax_ae import analysis, data, plots, trainer, training
+from jax_ae import analysis, data, plots, torch_port, trainer, training
 from jax_ae.config import ConfigError, latest_workdir
 
 PER_CLASS = 2  # reconstructions shown per class
@@ -44,13 +44,22 @@ def parse_args(argv):
                       'under runs/)')
   parser.add_argument('--out', help='where the figures, metrics.json and report.md go '
                       '(default: WORKDIR/analysis)')
+  parser.add_argument('--torch-weights', metavar='FILE',
+                      help="analyse the lab's PyTorch network instead of a run: a state_dict "
+                      'saved with torch.save(model.state_dict(), FILE); needs --out')
+  parser.add_argument('--data', default='mnist',
+                      help='with --torch-weights: the dataset whose test split to encode '
+                      '(default: mnist; see train.py --help)')
   return parser.parse_args(argv)
 
 
-def analyze(workdir, out):
-  """Writes every figure, metrics.json and report.md of the run in workdir into out."""
-  config, params, step = trainer.restore_params(workdir)
-  dataset = data.load_dataset(config.data)
+def analyze(params, data_source, source, out):
+  """Writes every figure, metrics.json and report.md of params into out.
+
+  source: where params come from, for the report: {'workdir', 'checkpoint_step'} of a run,
+  or {'torch_weights'}.
+  """
+  dataset = data.load_dataset(data_source)
   test = dataset.test
   probe_rows = analysis.subsample(len(dataset.train.labels), analysis.PROBE_TRAIN_SAMPLE)
   train_images, train_labels = dataset.train.images[probe_rows], dataset.train.labels[probe_rows]
@@ -66,8 +75,7 @@ def analyze(workdir, out):
   errors = training.image_errors(params, test.images)
   report = {
       'measured_on': {
-          'workdir': str(workdir), 'dataset': dataset.name, 'checkpoint_step': step,
-          'test_size': len(test.labels), 'probe_train_size': len(probe_rows),
+          **source, 'dataset': dataset.name, 'test_size': len(test.labels), 'probe_train_size': len(probe_rows),
           'trustworthiness_sample': min(len(test.labels), analysis.TRUSTWORTHINESS_SAMPLE),
           'seed': analysis.SEED,
       },
@@ -118,7 +126,8 @@ def markdown(report):
   better = 'better' if codes['knn_accuracy_2d'] > pixels['knn_accuracy_2d'] else 'no better'
   lines = [
       '# Latent codes vs raw pixels', '',
-      f'Run `{on["workdir"]}`, checkpoint step {on["checkpoint_step"]} (the best test MSE), '
+      (f'Run `{on["workdir"]}`, checkpoint step {on["checkpoint_step"]} (the best test MSE), '
+       if 'workdir' in on else f'PyTorch weights `{on["torch_weights"]}`, ') +
       f'measured on the {on["test_size"]:,} test images of {on["dataset"]}. '
       f'Test MSE per pixel: {report["test_mse"]["overall"]:.5f}.', '',
       f'| metric | codes ({codes["dims"]}-d) | pixels ({pixels["dims"]}-d) |',
@@ -146,13 +155,21 @@ def markdown(report):
 def main(argv=None):
   args = parse_args(argv)
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's restore warnings: nothing to act on
+  start = time.perf_counter()
   try:
-    workdir = args.workdir or latest_workdir()
-    if workdir is None:
-      raise ConfigError('found no run under runs/: pass the --workdir of a train.py run')
-    out = Path(args.out) if args.out else Path(workdir) / 'analysis'
-    start = time.perf_counter()
-    analyze(Path(workdir), out)
+    if args.torch_weights:
+      if not args.out:
+        raise ConfigError('--torch-weights needs --out: where to write the analysis')
+      out = Path(args.out)
+      params = torch_port.load_torch_weights(args.torch_weights)
+      analyze(params, args.data, {'torch_weights': str(args.torch_weights)}, out)
+    else:
+      workdir = args.workdir or latest_workdir()
+      if workdir is None:
+        raise ConfigError('found no run under runs/: pass the --workdir of a train.py run')
+      out = Path(args.out) if args.out else Path(workdir) / 'analysis'
+      config, params, step = trainer.restore_params(workdir)
+      analyze(params, config.data, {'workdir': str(workdir), 'checkpoint_step': step}, out)
   except ValueError as error:  # DataError, ConfigError, CheckpointError: the user can fix it
     print(f'error: {error}', file=sys.stderr)
     return 2

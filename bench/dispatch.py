@@ -5,7 +5,6 @@ python bench/dispatch.py [--steps K] [--rounds R] [--out results/bench/scan.json
 """
 import argparse
 import functools
-import json
 import statistics
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+import report as report_lib
 from jax_ae import training
 
 BATCH, LR, WEIGHT_DECAY = 64, 1e-4, 1e-6
@@ -63,11 +63,7 @@ def main(argv=None):
   }
   report['unrolled_over_scan'] = (report['images_per_s']['unrolled (train.py on CPU)'] /
                                   report['images_per_s']['lax.scan'])
-  text = json.dumps(report, indent=2)
-  print(text)
-  if args.out:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + '\n')
+  report_lib.emit(report, args.out)
   return 0
 
 

@@ -9,7 +9,6 @@ CPU default of 4 steps per call. The images are 60,000 random uint8 digits:
 speed does not depend on them.
 """
 import argparse
-import json
 import os
 import platform
 import re
@@ -23,6 +22,7 @@ import jaxlib
 import numpy as np
 import torch
 
+import report as report_lib
 from jax_ae import parallel, torch_port, training
 from jax_ae.config import Config
 
@@ -179,11 +179,7 @@ def main(argv=None):
       'results': [bench(batch_size, args.steps, args.rounds, images, peak_flops)
                   for batch_size in args.batch_sizes],
   }
-  text = json.dumps(report, indent=2)
-  print(text)
-  if args.out:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + '\n')
+  report_lib.emit(report, args.out)
   return 0
 
 

@@ -170,7 +170,7 @@ def test_report_links_every_figure(analysed):
 
 def test_analyze_writes_into_out_when_given(run, tmp_path, monkeypatch):
   written = []
-  monkeypatch.setattr(analyze, 'analyze', lambda workdir, out: written.append(out))
+  monkeypatch.setattr(analyze, 'analyze', lambda params, data, source, out: written.append(out))
   assert analyze.main(['--workdir', str(run), '--out', str(tmp_path / 'elsewhere')]) == 0
   assert analyze.main(['--workdir', str(run)]) == 0
   assert written == [tmp_path / 'elsewhere', run / 'analysis']
@@ -183,3 +183,17 @@ def test_analyze_without_a_run_exits_2_with_one_line(tmp_path, monkeypatch, caps
   err = capsys.readouterr().err
   assert err.startswith('error: ') and err.count('\n') == 1
   assert not (tmp_path / 'analysis').exists()
+
+
+def test_analyze_pytorch_weights(run, tmp_path):
+  torch = pytest.importorskip('torch')
+  from jax_ae import torch_port
+  weights = tmp_path / 'lab.pt'
+  torch.save(torch_port.torch_autoencoder().state_dict(), weights)
+  data = json.loads((run / 'config.json').read_text())['data']
+  out = tmp_path / 'torch-analysis'
+  assert analyze.main(['--torch-weights', str(weights), '--data', data, '--out', str(out)]) == 0
+  metrics = json.loads((out / 'metrics.json').read_text())
+  assert metrics['measured_on']['torch_weights'] == str(weights)
+  assert all((out / name).exists() for name in analyze.FIGURES)
+  assert f'PyTorch weights `{weights}`' in (out / 'report.md').read_text()
