@@ -48,7 +48,7 @@ def train(config, workdir, resume=False):
     while step < total_steps:
       next_eval = min((step // eval_every + 1) * eval_every, total_steps)
       # Dispatch boundaries depend on the global step alone, so a resumed run
-      # runs the very same scans as an uninterrupted one.
+      # makes the very same calls as an uninterrupted one.
       end = min((step // dispatch_steps + 1) * dispatch_steps, next_eval)
       indices = parallel.shard_batches(training.batch_schedule(
           config.seed, num_train, config.batch_size, step, end - step), mesh)
@@ -78,7 +78,8 @@ def train(config, workdir, resume=False):
         checkpoint.save(manager, state, test_mse)
         record = dict(step=step, epoch=round(step * config.batch_size / num_train, 3),
                       train_loss=float(np.mean(losses)), test_mse=test_mse,
-                      images_per_s=round(images_per_s, 1), data=dataset.name)
+                      images_per_s=round(images_per_s, 1) if seconds else None,
+                      data=dataset.name)
         if is_main_process:
           with open(workdir / 'metrics.jsonl', 'a') as log:
             log.write(json.dumps(record) + '\n')
