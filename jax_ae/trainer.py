@@ -1,4 +1,5 @@
 """The host loop around the jitted steps: data to the device, evaluation, checkpoints, logs."""
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ def train(config, workdir, resume=False):
   """Trains (or resumes) the run in workdir; returns the final TrainState."""
   workdir = Path(workdir)
   dataset = data.load_dataset(config.data)
+  # Record what was loaded ('mnist' may fall back to 'mnist5k'), so analyze.py and a
+  # resume read the same data.
+  config = dataclasses.replace(config, data=dataset.name)
   num_train = len(dataset.train.images)
   if config.batch_size > num_train:
     raise ConfigError(f'--batch-size {config.batch_size} is larger than the {num_train} '
