@@ -122,6 +122,9 @@ def restore_params(workdir, step=None):
     raise ConfigError(f'{workdir} has no checkpoint yet: let train.py reach its first '
                       'evaluation')
   optimizer = training.make_optimizer(config.lr, config.weight_decay)
-  like = jax.eval_shape(lambda: training.init_state(config.seed, optimizer))
+  # Onto this host's first device, whatever devices the run was sharded over.
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  like = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                      jax.eval_shape(lambda: training.init_state(config.seed, optimizer)))
   state = checkpoint.restore(manager, step, like)
   return config, state.params, step
