@@ -1,4 +1,4 @@
-"""The training core: a functional train state, one jitted scan of update steps, evaluation."""
+"""The training core: a functional train state, one jitted update function, evaluation."""
 import functools
 from typing import Any, NamedTuple
 
