@@ -36,12 +36,13 @@ def mse_loss(params, images):
   return jnp.mean((AutoEncoder().apply({'params': params}, images) - images) ** 2)
 
 
-@functools.partial(jax.jit, static_argnames=('lr', 'weight_decay'), donate_argnums=0)
-def train_steps(state, images, batch_indices, *, lr, weight_decay):
+@functools.partial(jax.jit, static_argnames=('lr', 'weight_decay', 'unroll'), donate_argnums=0)
+def train_steps(state, images, batch_indices, *, lr, weight_decay, unroll=None):
   """K updates in one dispatch, so the device never waits on the host between steps.
 
   images: (N, 28, 28, 1) uint8, the whole training split, kept on the device;
-  batch_indices: (K, B) int32, the rows of each of K consecutive batches.
+  batch_indices: (K, B) int32, the rows of each of K consecutive batches;
+  unroll: the K steps as straight-line code rather than a lax.scan; None: on CPU only.
   Returns the new state and the K losses.
   """
   optimizer = make_optimizer(lr, weight_decay)
@@ -53,7 +54,9 @@ def train_steps(state, images, batch_indices, *, lr, weight_decay):
     params = optax.apply_updates(state.params, updates)
     return TrainState(params, opt_state, state.step + 1), loss
 
-  if jax.default_backend() == 'cpu':
+  if unroll is None:
+    unroll = jax.default_backend() == 'cpu'
+  if unroll:
     # XLA:CPU runs the body of a loop (lax.scan, even of length 1) about 6x slower than
     # the same ops in straight-line code (results/bench/scan.json): unroll it there.
     losses = []
