@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import report as report_lib
-from jax_ae.model import ConvTranspose4x4, max_pool_2x2
+from jax_ae.model import ConvTranspose4x4, max_pool_2x2, torch_deconv
 
 BATCH = 64
 
@@ -29,11 +29,6 @@ def conv_transpose(layer, height):
   return (lambda params, x: layer.apply(params, x)), (params, x)
 
 
-def flax_conv_transpose(features):
-  return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                          transpose_kernel=True)
-
-
 def pool(fn, height, channels):
   x = jax.random.normal(jax.random.key(1), (BATCH, height, height, channels))
   return (lambda params, x: fn(x)), ({}, x)
@@ -42,11 +37,11 @@ def pool(fn, height, channels):
 CASES = {
     'deconv1 7x7x64 -> 14x14x64': {
         'ConvTranspose4x4 (phase convolutions)': conv_transpose(ConvTranspose4x4(64), 7),
-        'nn.ConvTranspose': conv_transpose(flax_conv_transpose(64), 7),
+        'nn.ConvTranspose': conv_transpose(torch_deconv(64), 7),
     },
     'deconv2 14x14x64 -> 28x28x1': {
         'ConvTranspose4x4 (phase convolutions)': conv_transpose(ConvTranspose4x4(1), 14),
-        'nn.ConvTranspose': conv_transpose(flax_conv_transpose(1), 14),
+        'nn.ConvTranspose': conv_transpose(torch_deconv(1), 14),
     },
     'max-pool 28x28x32': {
         'max_pool_2x2': pool(max_pool_2x2, 28, 32),

@@ -39,9 +39,7 @@ class Decoder(nn.Module):
     x = nn.relu(ConvTranspose4x4(64, name='deconv1')(x))  # (B, 14, 14, 64)
     # One output channel: here the library layer differentiates faster than the phase
     # convolutions (results/bench/layers.json); it has the same parameters.
-    x = nn.ConvTranspose(1, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                         transpose_kernel=True, name='deconv2')(x)  # (B, 28, 28, 1)
-    return nn.sigmoid(x)
+    return nn.sigmoid(torch_deconv(1, name='deconv2')(x))  # (B, 28, 28, 1)
 
 
 class AutoEncoder(nn.Module):
@@ -64,18 +62,25 @@ def init_params(rng):
   return AutoEncoder().init(rng, jnp.zeros((1, *IMAGE_SHAPE)))['params']
 
 
-class ConvTranspose4x4(nn.Module):
-  """PyTorch's ConvTranspose2d(in, features, kernel_size=4, stride=2, padding=1): H -> 2H.
+def torch_deconv(features, name=None):
+  """PyTorch's ConvTranspose2d(in, features, kernel_size=4, stride=2, padding=1) in Flax.
 
-  The same layer as nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2),
-  (2, 2)), transpose_kernel=True): Flax pads the stride-dilated input, PyTorch crops the
-  output, so PyTorch's p=1 is Flax's k - 1 - p = 2. The kernel is (4, 4, features, in),
-  PyTorch's (in, features, 4, 4) weight transposed, initialised as Flax's.
+  Flax pads the stride-dilated input where PyTorch crops the output, so PyTorch's p=1 is
+  Flax's k - 1 - p = 2 (H -> 2H); transpose_kernel=True makes the (4, 4, features, in) kernel
+  PyTorch's (in, features, 4, 4) weight transposed.
+  """
+  return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                          transpose_kernel=True, name=name)
+
+
+class ConvTranspose4x4(nn.Module):
+  """torch_deconv(features) as four stride-1 phase convolutions: the same parameters,
+  initialisation, outputs and gradients.
 
   Each output pixel (2a + r, 2b + s) sees a 2x2 window of the input padded by 1, through
   the kernel taps of its phase (r, s). XLA's CPU backend differentiates these four stride-1
-  convolutions over 10x faster than the input-dilated transposed convolution (64 channels,
-  batch 64: 9 ms against 104 ms for the gradients, one run on the 2-core CI machine).
+  convolutions about 10x faster than the input-dilated transposed convolution at 64 channels
+  (results/bench/layers.json).
   """
   features: int
 

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_ae.model import LATENT_DIM, AutoEncoder, ConvTranspose4x4, init_params, max_pool_2x2
+from jax_ae.model import (LATENT_DIM, AutoEncoder, ConvTranspose4x4, init_params, max_pool_2x2,
+                          torch_deconv)
 
 
 @pytest.fixture(scope='module')
@@ -109,16 +110,10 @@ def test_pytorch_padding_taken_literally_gives_the_wrong_shape():
   assert out.shape == (1, 12, 12, 64)
 
 
-def flax_conv_transpose(features):
-  """The library layer that ConvTranspose4x4 stands in for."""
-  return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                          transpose_kernel=True)
-
-
 @pytest.mark.parametrize('in_channels,out_channels,size', [(64, 64, 7), (64, 1, 14)])
 def test_deconv_matches_flax_conv_transpose_with_gradients(in_channels, out_channels, size):
   x = jax.random.normal(jax.random.key(1), (2, size, size, in_channels))
-  reference = flax_conv_transpose(out_channels)
+  reference = torch_deconv(out_channels)  # the library layer ConvTranspose4x4 stands in for
   params = reference.init(jax.random.key(2), x)
   # Same initialisation, so swapping the layers keeps every run's starting point.
   initial = ConvTranspose4x4(out_channels).init(jax.random.key(2), x)
