@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from absl import logging as absl_logging
 
-from jax_ae import analysis, data, plots, torch_port, trainer, training
-from jax_ae.config import ConfigError, latest_workdir
+from jax_ae import analysis, data, inference, plots, rundir, torch_port
+from jax_ae.config import ConfigError
+from jax_ae.errors import UserError
 
 PER_CLASS = 2  # reconstructions shown per class
 PAIRS, STEPS = 4, 8  # interpolations: pairs of test images, images per line
@@ -63,16 +64,16 @@ def analyze(params, data_source, source, out):
   test = dataset.test
   probe_rows = analysis.subsample(len(dataset.train.labels), analysis.PROBE_TRAIN_SAMPLE)
   train_images, train_labels = dataset.train.images[probe_rows], dataset.train.labels[probe_rows]
-  test_codes = training.encode(params, test.images)
+  test_codes = inference.encode(params, test.images)
   spaces = {
-      'codes': (training.encode(params, train_images), test_codes),
+      'codes': (inference.encode(params, train_images), test_codes),
       'pixels': (analysis.pixels(train_images), analysis.pixels(test.images)),
   }
   metrics, projections = {}, {}
   for name, (train_features, test_features) in spaces.items():
     metrics[name], projections[name] = analysis.space_metrics(
         train_features, train_labels, test_features, test.labels)
-  errors = training.image_errors(params, test.images)
+  errors = inference.image_errors(params, test.images)
   report = {
       'measured_on': {
           **source, 'dataset': dataset.name, 'test_size': len(test.labels), 'probe_train_size': len(probe_rows),
@@ -96,7 +97,7 @@ def draw(out, params, dataset, test_codes, errors, metrics, projections):
   """Writes the FIGURES into out."""
   test, class_names = dataset.test, dataset.class_names
   shown = analysis.examples_per_class(test.labels, PER_CLASS)
-  plots.reconstructions(test.images[shown] / 255, training.reconstruct(params, test.images[shown]),
+  plots.reconstructions(test.images[shown] / 255, inference.reconstruct(params, test.images[shown]),
                         errors[shown], test.labels[shown], class_names, float(np.mean(errors)),
                         out / 'reconstructions.png')
   panels = {}
@@ -112,7 +113,7 @@ def draw(out, params, dataset, test_codes, errors, metrics, projections):
   plots.pca_scatter(list(panels.values()), test.labels, class_names, out / 'pca_comparison.png')
   pairs = analysis.interpolation_pairs(test.labels, PAIRS)
   lines = np.stack([analysis.interpolate(test_codes[a], test_codes[b], STEPS) for a, b in pairs])
-  latent = training.decode(params, lines.reshape(-1, lines.shape[-1]))
+  latent = inference.decode(params, lines.reshape(-1, lines.shape[-1]))
   blends = np.stack([analysis.interpolate(test.images[a] / 255, test.images[b] / 255, STEPS)
                      for a, b in pairs])
   plots.interpolations(latent.reshape(PAIRS, STEPS, *latent.shape[1:]), blends,
@@ -164,13 +165,14 @@ def main(argv=None):
       params = torch_port.load_torch_weights(args.torch_weights)
       analyze(params, args.data, {'torch_weights': str(args.torch_weights)}, out)
     else:
-      workdir = args.workdir or latest_workdir()
+      workdir = args.workdir or rundir.latest_workdir()
       if workdir is None:
         raise ConfigError('found no run under runs/: pass the --workdir of a train.py run')
       out = Path(args.out) if args.out else Path(workdir) / 'analysis'
-      config, params, step = trainer.restore_params(workdir)
-      analyze(params, config.data, {'workdir': str(workdir), 'checkpoint_step': step}, out)
-  except ValueError as error:  # DataError, ConfigError, CheckpointError: the user can fix it
+      run = rundir.open_for_reading(workdir)
+      params, step = run.load_params()
+      analyze(params, run.config.data, {'workdir': str(workdir), 'checkpoint_step': step}, out)
+  except UserError as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
   print(f'wrote {out} in {time.perf_counter() - start:.0f} s', file=sys.stderr)

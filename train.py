@@ -2,12 +2,12 @@
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 
 from absl import logging as absl_logging
 
-from jax_ae import parallel, trainer
-from jax_ae.config import Config, ConfigError, default_workdir, latest_workdir, load_config
+from jax_ae import loop, parallel, rundir, runtime
+from jax_ae.config import Config, ConfigError
+from jax_ae.errors import UserError
 
 FLAG_HELP = {
     'data': "mnist (TFDS MNIST, or the 5,000 bundled digits when TFDS cannot prepare it), "
@@ -20,9 +20,11 @@ FLAG_HELP = {
     'weight_decay': "L2 added to the gradient, as PyTorch's Adam(weight_decay=) (the lab: 1e-6)",
     'seed': 'seeds the initial weights and the order of the batches',
     'eval_every': 'updates between test evaluations and checkpoints (default: one epoch)',
-    'steps_per_dispatch': 'updates per compiled call (default: 4 on CPU, 64 on GPU/TPU)',
-    'devices': "'all' or N: split each batch over that many devices (data parallel); "
-               'the batch size must divide by it',
+    'steps_per_dispatch': 'updates per compiled call (default: 4 on CPU, unrolled; 64 on GPU '
+                          'and TPU, in a lax.scan)',
+    'devices': "'auto' (one device; every device of a multi-process job), 'all', or N: split "
+               'each batch over that many devices (data parallel); the batch size must divide '
+               'by it',
 }
 
 
@@ -40,30 +42,36 @@ def parse_args(argv):
 
 
 def main(argv=None):
-  args = vars(parse_args(argv))
+  flags = vars(parse_args(argv))
   absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's and TFDS's routine warnings
-  workdir, resume = args.pop('workdir'), args.pop('resume')
+  workdir, resume = flags.pop('workdir'), flags.pop('resume')
   try:
     if resume and workdir is None:
-      workdir = latest_workdir()
+      workdir = rundir.latest_workdir()
       if workdir is None:
         raise ConfigError('--resume found no run under runs/: pass --workdir')
-    base = Config()
-    if resume and (Path(workdir) / 'config.json').exists():
-      base = load_config(Path(workdir) / 'config.json')  # flags given now override it
-    config = dataclasses.replace(base, **args)
-    workdir = workdir or default_workdir(config.data)
+    config = rundir.resume_config(workdir, **flags) if resume else Config(**flags)
+    workdir = workdir or rundir.default_workdir(config.data)
+    parallel.initialize_distributed()  # before JAX starts its backends
+    warning = runtime.unused_accelerator_warning()
+    if warning:
+      print(warning, file=sys.stderr)
     print(f'training in {workdir}', file=sys.stderr)
-    parallel.maybe_initialize_distributed()
-    trainer.train(config, workdir, resume)
-  except ValueError as error:  # DataError, ConfigError, CheckpointError: the user can fix it
+    loop.train(config, workdir, resume)
+  except UserError as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
-  except trainer.NonFiniteLoss as error:
-    print(f'error: {error}', file=sys.stderr)
-    return 1
+  except loop.Stopped as stop:
+    print(stop, file=sys.stderr)
+    return 128 + stop.signum
+  except KeyboardInterrupt:  # before the loop took over the signals
+    print('interrupted before training started: nothing was written', file=sys.stderr)
+    return 130
   return 0
 
 
 if __name__ == '__main__':
+  # Before JAX starts: XLA reads XLA_FLAGS once. In main() they would reach a caller's process.
+  runtime.set_cpu_xla_flags()
+  runtime.enable_compilation_cache()
   sys.exit(main())

@@ -1,20 +1,19 @@
 """The run's configuration: the lab's recipe as defaults, one command-line flag per field."""
 import dataclasses
-import json
-import time
-from pathlib import Path
+
+import numpy as np
+
+from jax_ae.errors import UserError
 
 # On the 4,000 bundled training digits the lab's 10 epochs are only 625 updates, which leave
 # blurry reconstructions; 40 epochs (2,500 updates) show what the model can do.
 SMALL_DATA_EPOCHS = {'mnist5k': 40}
 LAB_EPOCHS = 10
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the step computes in float32
 
 
-RUNS_DIR = Path('runs')
-
-
-class ConfigError(ValueError):
-  """A bad setting; str() is one line that says what to do."""
+class ConfigError(UserError):
+  """A bad setting."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,23 +26,21 @@ class Config:
   weight_decay: float = 1e-6  # coupled L2, as PyTorch's Adam applies it
   seed: int = 0
   eval_every: int | None = None  # steps between test evaluations and checkpoints; None: each epoch
-  # Updates per jitted call; None: 4 on CPU, where they are unrolled and compile time grows
-  # with them, and 64 on accelerators, where they run in a lax.scan.
-  steps_per_dispatch: int | None = None
-  devices: str = 'all'  # 'all' or how many of jax.devices() share each batch
+  steps_per_dispatch: int | None = None  # updates per compiled call; None: the backend's default
+  devices: str = 'auto'  # 'auto', 'all' or how many of jax.devices() share each batch
 
   def __post_init__(self):
     for name in ('epochs', 'steps', 'batch_size', 'eval_every', 'steps_per_dispatch'):
       value = getattr(self, name)
       if value is not None and value <= 0:
         raise ConfigError(f'--{name.replace("_", "-")} must be a positive integer, got {value}')
-    if not self.lr > 0:
-      raise ConfigError(f'--lr must be positive, got {self.lr}')
-    if not self.weight_decay >= 0:
-      raise ConfigError(f'--weight-decay must be zero or positive, got {self.weight_decay}')
-
-  def dispatch_steps(self, backend):
-    return self.steps_per_dispatch or (4 if backend == 'cpu' else 64)
+    if not 0 < self.lr <= FLOAT32_MAX:  # also refuses nan and inf
+      raise ConfigError(f'--lr must be a positive finite number, got {self.lr}')
+    if not 0 <= self.weight_decay <= FLOAT32_MAX:
+      raise ConfigError(f'--weight-decay must be zero or a positive finite number, got '
+                        f'{self.weight_decay}')
+    if not 0 <= self.seed < 2**32:  # numpy's seeds are unsigned
+      raise ConfigError(f'--seed must be an integer from 0 to {2**32 - 1}, got {self.seed}')
 
   def total_steps(self, dataset_name, num_train):
     if self.steps is not None:
@@ -51,25 +48,12 @@ class Config:
     epochs = self.epochs or SMALL_DATA_EPOCHS.get(dataset_name, LAB_EPOCHS)
     return epochs * (num_train // self.batch_size)
 
-
-# Fields that change the trajectory of a run: a resume must agree on them.
-TRAJECTORY_FIELDS = ('data', 'batch_size', 'lr', 'weight_decay', 'seed')
-
-
-def save_config(config, path):
-  Path(path).write_text(json.dumps(dataclasses.asdict(config), indent=2) + '\n')
+  def eval_interval(self, num_train):
+    return self.eval_every or num_train // self.batch_size
 
 
-def load_config(path):
-  return Config(**json.loads(Path(path).read_text()))
-
-
-def default_workdir(data):
-  slug = ''.join(c if c.isalnum() else '-' for c in data.split('/')[-1] or data).strip('-')
-  return RUNS_DIR / f'{slug}-{time.strftime("%Y%m%d-%H%M%S")}'
-
-
-def latest_workdir():
-  """The most recently written run under runs/, or None."""
-  runs = [path.parent for path in RUNS_DIR.glob('*/config.json')]
-  return max(runs, key=lambda run: (run / 'config.json').stat().st_mtime, default=None)
+# Fields that change the trajectory of a run, so a resume must agree on them. Evaluation
+# points and the steps per call are among them: they set the boundaries of the compiled
+# calls (update.call_length), and a step's rounding depends on the call it runs in.
+TRAJECTORY_FIELDS = ('data', 'batch_size', 'lr', 'weight_decay', 'seed', 'eval_every',
+                     'steps_per_dispatch')

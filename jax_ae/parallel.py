@@ -1,7 +1,8 @@
-"""Data parallelism with jax.sharding: one mesh axis over every device of every host.
+"""Data parallelism with jax.sharding: one mesh axis over the devices of every process.
 
-The batch is split along the mesh; parameters, optimizer state and the (small) dataset
-are replicated, so the jitted step is unchanged and XLA inserts the gradient all-reduce.
+The batch is split along the mesh; the params, the optimizer state and the training images
+are replicated, so the step is the same program on one device or many, and XLA inserts the
+gradient all-reduce.
 """
 import os
 
@@ -11,51 +12,106 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jax_ae.config import ConfigError
 
-# Any of these means the process is one of several: TPU pod slices, SLURM, or by hand.
-DISTRIBUTED_ENV = ('JAX_COORDINATOR_ADDRESS', 'TPU_WORKER_HOSTNAMES', 'SLURM_STEP_NUM_TASKS')
+BY_HAND = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
 
 
-def maybe_initialize_distributed():
-  """Joins JAX's distributed runtime when the environment describes a multi-process job."""
-  tasks = os.environ.get('SLURM_STEP_NUM_TASKS', '1')
-  hosts = os.environ.get('TPU_WORKER_HOSTNAMES', '')
-  if 'JAX_COORDINATOR_ADDRESS' in os.environ or ',' in hosts or tasks not in ('', '1'):
-    jax.distributed.initialize()  # reads the coordinator, process count and id from there
+def initialize_distributed(environ=os.environ):
+  """Joins JAX's distributed runtime when the environment describes a job of several processes.
+
+  By hand: JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID, passed on explicitly since jax.distributed.initialize() reads only the
+  address. TPU pod slices, SLURM and Open MPI: JAX detects those itself. Must run before JAX
+  starts its backends.
+  """
+  given = {name: environ[name] for name in BY_HAND if environ.get(name)}
+  if given:
+    missing = [name for name in BY_HAND if name not in given]
+    if missing:
+      raise ConfigError(f'{" and ".join(given)} set without {" and ".join(missing)}: a run of '
+                        'several processes by hand needs all three (see the README)')
+    address, count, index = (given[name] for name in BY_HAND)
+    if not count.isdigit() or int(count) < 1:
+      raise ConfigError(f'JAX_NUM_PROCESSES must be a positive integer, got {count!r}')
+    if not index.isdigit() or int(index) >= int(count):
+      raise ConfigError(f'JAX_PROCESS_ID must be an integer from 0 to {int(count) - 1}, '
+                        f'got {index!r}')
+    host, _, port = address.rpartition(':')
+    if not host or not port.isdigit():
+      raise ConfigError(f'JAX_COORDINATOR_ADDRESS must be host:port (process 0\'s), got '
+                        f'{address!r}')
+    jax.distributed.initialize(address, int(count), int(index))
+  elif _in_cluster(environ):
+    jax.distributed.initialize()
+
+
+def _in_cluster(environ):
+  return (',' in environ.get('TPU_WORKER_HOSTNAMES', '')
+          or environ.get('SLURM_STEP_NUM_TASKS', '1') not in ('', '1')
+          or environ.get('OMPI_COMM_WORLD_SIZE', '1') not in ('', '1'))
 
 
 def make_mesh(devices, batch_size):
-  """A 1-D 'batch' mesh over `devices` ('all' or a count) of jax.devices()."""
+  """A 1-D 'batch' mesh over `devices` of jax.devices(): 'auto', 'all' or a count.
+
+  'auto' is one device in one process: the lab's batch of 64 is too little work to split,
+  and a split adds a gradient all-reduce to every step. A job of several processes needs
+  every device, so there 'auto' is all of them.
+  """
   available = jax.devices()
-  count = len(available) if devices == 'all' else _count(devices, len(available))
+  several = jax.process_count() > 1
+  if devices == 'auto':
+    count = len(available) if several else 1
+  elif devices == 'all':
+    count = len(available)
+  elif devices.isdigit() and 1 <= int(devices) <= len(available):
+    count = int(devices)
+  else:
+    raise ConfigError(f"--devices must be 'auto', 'all' or a number from 1 to {len(available)} "
+                      f'(the devices JAX sees here), got {devices!r}')
+  if several and count != len(available):
+    raise ConfigError(f'--devices {devices}: a job of {jax.process_count()} processes trains on '
+                      f"all {len(available)} of its devices: pass --devices all or leave it out")
   if batch_size % count:
     raise ConfigError(f'--batch-size {batch_size} does not split evenly over {count} devices: '
                       f'use a multiple of {count} or --devices with a divisor of {batch_size}')
   return Mesh(np.array(available[:count]), ('batch',))
 
 
-def _count(devices, available):
-  if not devices.isdigit() or not 1 <= int(devices) <= available:
-    raise ConfigError(f"--devices must be 'all' or a number from 1 to {available} (the devices "
-                      f'JAX sees here), got {devices!r}')
-  return int(devices)
+def replicated(mesh):
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_split(mesh):
+  """(K, B) batch rows: each batch split along the mesh."""
+  return NamedSharding(mesh, PartitionSpec(None, 'batch'))
 
 
 def replicate(tree, mesh):
-  return jax.tree.map(lambda leaf: _global_array(np.asarray(leaf), NamedSharding(
-      mesh, PartitionSpec())), tree)
+  return jax.tree.map(lambda leaf: _global_array(np.asarray(leaf), replicated(mesh)), tree)
 
 
 def shard_batches(batch_indices, mesh):
-  """(K, B) rows of K batches, each batch split along the mesh."""
-  return _global_array(batch_indices, NamedSharding(mesh, PartitionSpec(None, 'batch')))
+  return _global_array(batch_indices, batch_split(mesh))
 
 
 def _global_array(array, sharding):
-  # Every process holds the same host array (the schedule is a function of seed and step),
-  # and each fills only the shards of its own devices: this works on one host or many.
+  # Every process holds the same host array and fills only its own devices' shards: the
+  # batch rows are a function of (seed, step), and every process loads the whole training
+  # split (60,000 images are 47 MB). A dataset too large for one host would need each
+  # process to load and feed only the rows of its own shards, with the gather moved to the host.
   return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
+def compile_train_steps(train_steps, mesh, state, images, batch_indices, compiler_options):
+  """train_steps compiled for these arguments' shapes and the mesh (a call with other
+  shapes raises instead of compiling again)."""
+  jitted = jax.jit(train_steps, donate_argnums=0,
+                   in_shardings=(replicated(mesh), replicated(mesh), batch_split(mesh)),
+                   out_shardings=(replicated(mesh), replicated(mesh)))
+  return jitted.lower(state, images, batch_indices).compile(
+      compiler_options=compiler_options or None)
+
+
 def local_copy(tree):
-  """One device's copy of a replicated tree, for evaluation on this host."""
+  """This process's first copy of a replicated tree, for evaluation on this host."""
   return jax.tree.map(lambda leaf: leaf.addressable_data(0), tree)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax_ae.errors import UserError
 from jax_ae.model import init_params
 
 # Each Flax layer, the lab's PyTorch module holding its weights (positions in the lab's
@@ -30,7 +31,7 @@ HWC_FROM_CHW = np.arange(64 * 7 * 7).reshape(64, 7, 7).transpose(1, 2, 0).reshap
 CHW_FROM_HWC = np.argsort(HWC_FROM_CHW)
 
 
-class TorchWeightsError(ValueError):
+class TorchWeightsError(UserError):
   """PyTorch weights that are not the lab's network; str() is one line that says what to do."""
 
 

@@ -3,10 +3,14 @@ import gzip
 
 import numpy as np
 
+IDX_TYPE_CODES = {'u1': 0x08, 'i1': 0x09, 'i2': 0x0b, 'i4': 0x0c, 'f4': 0x0d, 'f8': 0x0e}
+
 
 def write_idx(path, array):
-  magic = 0x0800 + array.ndim  # unsigned bytes, ndim dims
-  data = b''.join(n.to_bytes(4, 'big') for n in (magic, *array.shape)) + array.tobytes()
+  """Writes `array` as an IDX file with its dtype's type code (MNIST's files: unsigned bytes)."""
+  magic = IDX_TYPE_CODES[array.dtype.str[1:]] << 8 | array.ndim
+  big_endian = array.astype(array.dtype.newbyteorder('>'))  # IDX's byte order
+  data = b''.join(n.to_bytes(4, 'big') for n in (magic, *array.shape)) + big_endian.tobytes()
   path.write_bytes(gzip.compress(data) if path.suffix == '.gz' else data)
 
 

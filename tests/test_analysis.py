@@ -8,7 +8,7 @@ import pytest
 from idx_files import write_idx
 
 import analyze
-from jax_ae import analysis, plots, trainer
+from jax_ae import analysis, loop, plots
 from jax_ae.config import Config
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -110,7 +110,7 @@ def run(tmp_path_factory):
               rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
     write_idx(folder / f'{prefix}-labels-idx1-ubyte', (np.arange(n) % 10).astype(np.uint8))
   workdir = tmp_path_factory.mktemp('run')
-  trainer.train(Config(data=f'idx:{folder}', steps=2, eval_every=2, batch_size=8), workdir)
+  loop.train(Config(data=f'idx:{folder}', steps=2, eval_every=2, batch_size=8), workdir)
   return workdir
 
 

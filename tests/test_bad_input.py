@@ -1,14 +1,14 @@
 """Every mistake a user can make at the command line: exit code 2, one line on stderr that
 says what to do, and nothing written or lost."""
 import hashlib
-import json
+import subprocess
 
 import numpy as np
 import pytest
 
 import train as train_cli
 from idx_files import write_idx, write_idx_dataset
-from jax_ae import checkpoint, trainer
+from jax_ae import data, loop, rundir
 from jax_ae.config import Config
 
 
@@ -24,7 +24,7 @@ def trained(tiny_data, tmp_path_factory):
   """A finished 2-step run: (workdir, its config)."""
   workdir = tmp_path_factory.mktemp('trained')
   config = Config(data=tiny_data, steps=2, batch_size=8, eval_every=2, steps_per_dispatch=2)
-  trainer.train(config, workdir)
+  loop.train(config, workdir)
   return workdir, config
 
 
@@ -94,10 +94,16 @@ def test_bad_idx_files(break_it, message, tmp_path, capsys):
     (['--steps', 0], '--steps must be a positive integer'),
     (['--epochs', -1], '--epochs must be a positive integer'),
     (['--batch-size', -3], '--batch-size must be a positive integer'),
-    (['--lr', 0], '--lr must be positive'),
-    (['--lr', 'nan'], '--lr must be positive'),
-    (['--devices', 'two'], "--devices must be 'all' or a number"),
-    (['--devices', 2], "--devices must be 'all' or a number from 1 to 1"),
+    (['--lr', 0], '--lr must be a positive finite number'),
+    (['--lr', 'nan'], '--lr must be a positive finite number'),
+    (['--lr', 'inf'], '--lr must be a positive finite number'),
+    (['--lr', 1e39], '--lr must be a positive finite number'),  # float32 overflows
+    (['--weight-decay', 'inf'], '--weight-decay must be zero or a positive finite number'),
+    (['--weight-decay=-1e-6'], '--weight-decay must be zero or a positive finite number'),
+    (['--seed', -1], '--seed must be an integer from 0'),
+    (['--devices', 'two'], "--devices must be 'auto', 'all' or a number"),
+    (['--devices', 2], "--devices must be 'auto', 'all' or a number from 1 to 1"),
+    (['--steps-per-dispatch', 64], '--steps-per-dispatch 64 on CPU'),
 ])
 def test_bad_flags(flags, message, tmp_path, capsys):
   assert_refused([*flags, '--workdir', tmp_path / 'run'], message, capsys)
@@ -123,33 +129,94 @@ def test_existing_run_without_resume_is_kept(trained, capsys):
   assert snapshot(workdir) == before
 
 
-def test_resume_with_other_settings_is_refused(trained, capsys):
+@pytest.mark.parametrize('flags', [['--lr', 0.5], ['--eval-every', 1],
+                                   ['--steps-per-dispatch', 1]])
+def test_resume_with_other_settings_is_refused(trained, capsys, flags):
   workdir, _ = trained
   before = snapshot(workdir)
-  assert_refused(['--workdir', workdir, '--resume', '--lr', 0.5], 'resume with the same', capsys)
+  assert_refused(['--workdir', workdir, '--resume', *flags], 'resume with the same', capsys)
   assert snapshot(workdir) == before
 
 
 def test_checkpoint_of_another_model_is_refused(trained, tmp_path, capsys):
   _, config = trained
   workdir = tmp_path / 'other'
-  state = trainer.train(config, tmp_path / 'source')
-  checkpoint.save(checkpoint.open_manager(workdir / 'checkpoints'),
-                  state._replace(params={'fc': {'kernel': np.ones((2, 3), np.float32)}}), 0.1)
-  (workdir / 'config.json').write_text(json.dumps(config.__dict__))
+  state = loop.train(config, tmp_path / 'source')
+  run = rundir.open_for_training(workdir, config, resume=False)
+  run.write_config(config)
+  run.save(state._replace(params={'fc': {'kernel': np.ones((2, 3), np.float32)}}), 0.1)
+  run.close()
   before = snapshot(workdir)
   assert_refused(['--workdir', workdir, '--resume'], 'holds a different model', capsys)
   assert snapshot(workdir) == before
 
 
-def test_corrupted_checkpoint_is_reported_and_kept(trained, tmp_path, capsys):
-  source, config = trained
+def test_an_unreadable_only_checkpoint_is_reported_and_kept(trained, tmp_path, capsys):
+  _, config = trained
   workdir = tmp_path / 'corrupt'
-  trainer.train(config, workdir)
+  loop.train(config, workdir)
   for path in (workdir / 'checkpoints' / '2').rglob('*'):
     if path.is_file() and path.stat().st_size > 1000:  # the array data files
       path.write_bytes(b'\x00' * path.stat().st_size)
   before = snapshot(workdir)
-  code, line = run_cli(['--workdir', workdir, '--resume', '--steps', 4], capsys)
-  assert code == 2 and 'checkpoint' in line and 'corrupted' in line, line
+  assert_refused(['--workdir', workdir, '--resume', '--steps', 4],
+                 'no checkpoint in', capsys)
   assert snapshot(workdir) == before
+
+
+def test_a_workdir_that_is_a_file(tmp_path, tiny_data, capsys):
+  (tmp_path / 'file').write_text('mine')
+  assert_refused(['--data', tiny_data, '--batch-size', 8, '--workdir', tmp_path / 'file'],
+                 'is a file: choose a folder', capsys)
+  assert_refused(['--data', tiny_data, '--batch-size', 8, '--workdir', tmp_path / 'file' / 'run'],
+                 'cannot be written (Not a directory)', capsys)
+  assert (tmp_path / 'file').read_text() == 'mine'
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+  mount = tmp_path / 'read-only'
+  mount.mkdir()
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=1M', 'tmpfs', str(mount)],
+                    capture_output=True).returncode:
+    pytest.skip('needs permission to mount a tmpfs')
+  yield mount
+  subprocess.run(['umount', str(mount)], check=True)
+
+
+def test_a_workdir_that_cannot_be_written(read_only_folder, tiny_data, capsys):
+  assert_refused(['--data', tiny_data, '--batch-size', 8, '--workdir', read_only_folder / 'run'],
+                 'cannot be written (Read-only file system)', capsys)
+
+
+@pytest.mark.parametrize('environment,message', [
+    ({'JAX_COORDINATOR_ADDRESS': '127.0.0.1:1234'},
+     'JAX_COORDINATOR_ADDRESS set without JAX_NUM_PROCESSES and JAX_PROCESS_ID'),
+    ({'JAX_COORDINATOR_ADDRESS': '127.0.0.1:1234', 'JAX_NUM_PROCESSES': '2',
+      'JAX_PROCESS_ID': '2'}, 'JAX_PROCESS_ID must be an integer from 0 to 1'),
+    ({'JAX_COORDINATOR_ADDRESS': '127.0.0.1', 'JAX_NUM_PROCESSES': '2',
+      'JAX_PROCESS_ID': '0'}, 'JAX_COORDINATOR_ADDRESS must be host:port'),
+])
+def test_a_half_set_multi_process_environment(environment, message, tiny_data, tmp_path,
+                                              capsys, monkeypatch):
+  for name, value in environment.items():
+    monkeypatch.setenv(name, value)
+  assert_refused(['--data', tiny_data, '--workdir', tmp_path / 'run'], message, capsys)
+  assert not (tmp_path / 'run').exists()
+
+
+def test_an_empty_test_split(tmp_path, capsys):
+  folder = tmp_path / 'idx'
+  folder.mkdir()
+  write_idx_dataset(folder, n_train=40, n_test=0)
+  assert_refused(['--data', f'idx:{folder}', '--workdir', tmp_path / 'run'],
+                 't10k-images-idx3-ubyte holds 0 images', capsys)
+
+
+def test_a_bug_is_not_dressed_as_advice(tiny_data, tmp_path, monkeypatch):
+  # Only UserError means "the user can fix it": any other exception keeps its traceback.
+  def broken(source):
+    raise ValueError('a bug somewhere')
+  monkeypatch.setattr(data, 'load_dataset', broken)
+  with pytest.raises(ValueError, match='a bug somewhere'):
+    train_cli.main(['--data', tiny_data, '--workdir', str(tmp_path / 'run')])

@@ -4,6 +4,8 @@ import io
 import json
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import PIL.Image
@@ -14,6 +16,7 @@ from array_record.python.array_record_module import ArrayRecordWriter
 from idx_files import write_idx, write_idx_dataset
 from jax_ae.data import DIGITS, FASHION_MNIST_CLASSES, DataError, load_dataset
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 HAS_TENSORFLOW = importlib.util.find_spec('tensorflow') is not None
 FASHION_MNIST_IDX = pathlib.Path('/usr/share/datasets/fashion-mnist')
 # The mnist5k test set as this split defines it; a change means runs stop being comparable.
@@ -94,6 +97,41 @@ def test_idx_truncated_gzip(tmp_path):
   assert_data_error(f'idx:{tmp_path}', 'train-images-idx3-ubyte.gz cannot be read')
 
 
+def test_idx_wrong_dims(tmp_path):
+  write_idx_dataset(tmp_path)
+  write_idx(tmp_path / 'train-labels-idx1-ubyte', np.zeros((20, 1), np.uint8))
+  assert_data_error(f'idx:{tmp_path}', r'train-labels-idx1-ubyte is not an IDX file of labels '
+                                       r'\(magic number 0x00000802, expected 0x00000801\): it '
+                                       'holds 2-D data where labels are 1-D')
+
+
+@pytest.mark.parametrize('name, array, match', [
+  ('train-images-idx3-ubyte', np.zeros((20, 28, 28), np.float32),
+   r'holds float32 values \(IDX type code 0x0d\), where jax-ae reads unsigned bytes \(0x08\)'),
+  ('t10k-labels-idx1-ubyte', np.zeros(10, np.int32), r'holds int32 values \(IDX type code 0x0c\)'),
+])
+def test_idx_not_unsigned_bytes(tmp_path, name, array, match):
+  write_idx_dataset(tmp_path)
+  write_idx(tmp_path / name, array)
+  assert_data_error(f'idx:{tmp_path}', f'{name} {match}')
+
+
+def test_idx_longer_than_its_header_says(tmp_path):
+  write_idx_dataset(tmp_path)
+  path = tmp_path / 't10k-images-idx3-ubyte'
+  path.write_bytes(path.read_bytes() + bytes(784))  # one image the header does not count
+  assert_data_error(f'idx:{tmp_path}', 't10k-images-idx3-ubyte has 8640 bytes where its header '
+                                       'says 7856: a wrong dimension')
+
+
+def test_idx_split_of_0_images(tmp_path):
+  write_idx_dataset(tmp_path)
+  write_idx(tmp_path / 't10k-images-idx3-ubyte', np.zeros((0, 28, 28), np.uint8))
+  write_idx(tmp_path / 't10k-labels-idx1-ubyte', np.zeros(0, np.uint8))
+  assert_data_error(f'idx:{tmp_path}', 't10k-images-idx3-ubyte holds 0 images: the test split '
+                                       'needs at least one')
+
+
 def test_idx_images_not_28x28(tmp_path):
   write_idx_dataset(tmp_path, size=32)
   assert_data_error(f'idx:{tmp_path}', r'holds images of shape \(32, 32\), not 28x28')
@@ -119,6 +157,59 @@ def test_unknown_source(source, match):
   assert_data_error(source, match)
 
 
+@pytest.mark.parametrize('source, match', [
+  ('tfds:cifar10', r'tfds:cifar10 has images of shape \(32, 32, 3\), not 28x28 grayscale'),
+  ('tfds:emnist', 'tfds:emnist has 62 label classes where jax-ae handles 10'),
+])
+def test_tfds_dataset_unlike_mnist_fails_before_any_download(tmp_path, source, match):
+  with pytest.raises(DataError, match=match) as error:
+    load_dataset(source, str(tmp_path))
+  assert '\n' not in str(error.value) and not any(tmp_path.iterdir())
+
+
+def run_fresh(script, *args):
+  """Runs `script` in a fresh interpreter: this test module itself imports tfds, for its fixture."""
+  return subprocess.run([sys.executable, '-c', script, *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=120)
+
+
+LOAD_MNIST5K_AND_IDX = '''
+from jax_ae.data import DataError, load_dataset
+assert load_dataset('mnist5k').name == 'mnist5k'
+assert load_dataset('idx:' + sys.argv[1]).test.images.shape == (10, 28, 28, 1)
+'''
+
+
+def test_mnist5k_and_idx_do_not_import_tfds(tmp_path):
+  write_idx_dataset(tmp_path)
+  run = run_fresh('import sys\n' + LOAD_MNIST5K_AND_IDX + '''
+imported = [m for m in sys.modules if m.startswith('tensorflow')]
+assert not imported, imported[:3]
+''', str(tmp_path))
+  assert run.returncode == 0, run.stderr
+
+
+def test_runs_where_tfds_is_not_installed(tmp_path):
+  write_idx_dataset(tmp_path)
+  run = run_fresh('''
+import sys
+sys.modules['tensorflow_datasets'] = None  # importing it fails from here on
+''' + LOAD_MNIST5K_AND_IDX + '''
+assert load_dataset('mnist').name == 'mnist5k'
+try:
+  load_dataset('tfds:fashion_mnist')
+except DataError as e:
+  print(e)
+''', str(tmp_path))
+  assert run.returncode == 0, run.stderr
+  assert run.stderr.startswith('tfds:mnist needs tensorflow-datasets, which is not installed: '
+                               'training on the 5,000 bundled MNIST digits (mnist5k) instead; '
+                               'for all 70,000, pip install tensorflow-datasets'), run.stderr
+  assert run.stdout == ('tfds:fashion_mnist needs tensorflow-datasets, which is not installed: '
+                        'pip install tensorflow-datasets, or use --data mnist5k or --data '
+                        'idx:<dir>\n')
+
+
 @pytest.mark.skipif(not FASHION_MNIST_IDX.is_dir(), reason='no Fashion-MNIST IDX files here')
 def test_idx_reads_fashion_mnist():
   data = load_dataset(f'idx:{FASHION_MNIST_IDX}')
@@ -128,16 +219,15 @@ def test_idx_reads_fashion_mnist():
   assert data.class_names == FASHION_MNIST_CLASSES
 
 
-@pytest.fixture(scope='module')
-def prepared_mnist(tmp_path_factory):
-  """A TFDS data dir with a tiny 'mnist' prepared as download_and_prepare would, but
-  without TensorFlow or a network: array_record shards of PNG examples plus metadata."""
-  data_dir = tmp_path_factory.mktemp('tfds')
+def write_prepared_mnist(data_dir, counts):
+  """Prepares a tiny 'mnist' in `data_dir` as download_and_prepare would, but without
+  TensorFlow or a network: array_record shards of PNG examples plus metadata. `counts` is
+  {split: number of examples}; returns {split: (images, labels)}."""
   builder = tfds.builder('mnist', data_dir=data_dir, file_format='array_record')
   builder.data_path.mkdir(parents=True)
   rng = np.random.default_rng(1)
   written, split_infos = {}, []
-  for split, n in (('train', 12), ('test', 6)):
+  for split, n in counts.items():
     images = rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
     labels = rng.integers(0, 10, n)
     template = tfds.core.ShardedFileTemplate(
@@ -156,7 +246,13 @@ def prepared_mnist(tmp_path_factory):
     written[split] = images, labels
   builder.info.set_splits(tfds.core.SplitDict(split_infos))
   builder.info.write_to_directory(builder.data_path)
-  return data_dir, written
+  return written
+
+
+@pytest.fixture(scope='module')
+def prepared_mnist(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp('tfds')
+  return data_dir, write_prepared_mnist(data_dir, {'train': 12, 'test': 6})
 
 
 def test_tfds_reads_a_prepared_dataset(prepared_mnist):
@@ -183,6 +279,17 @@ def test_tfds_prepared_as_tfrecord_says_to_reprepare(prepared_mnist, tmp_path):
   with pytest.raises(DataError, match='stored as tfrecord.*prepare it as array_record') as error:
     load_dataset('tfds:mnist', str(tmp_path))
   assert '\n' not in str(error.value)
+
+
+@pytest.mark.parametrize('counts, match', [
+  ({'train': 3, 'test': 0}, 'holds 0 test images: the test split needs at least one'),
+  ({'train': 3}, r'has no test split \(it has train\)'),
+])
+def test_tfds_test_split_empty_or_missing(tmp_path, counts, match):
+  write_prepared_mnist(tmp_path, counts)
+  with pytest.raises(DataError, match=match) as error:
+    load_dataset('tfds:mnist', str(tmp_path))
+  assert str(tmp_path) in str(error.value) and '\n' not in str(error.value)
 
 
 @pytest.mark.skipif(HAS_TENSORFLOW, reason='premise: TensorFlow is not installed')

@@ -7,6 +7,8 @@ import pytest
 from jax_ae.model import (LATENT_DIM, AutoEncoder, ConvTranspose4x4, init_params, max_pool_2x2,
                           torch_deconv)
 
+pytestmark = pytest.mark.usefixtures('float32_matmuls')
+
 
 @pytest.fixture(scope='module')
 def params():

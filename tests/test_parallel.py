@@ -11,7 +11,7 @@ SCRIPT = textwrap.dedent('''
     import sys
     import jax
     import numpy as np
-    from jax_ae import trainer
+    from jax_ae import loop, rundir
     from jax_ae.config import Config
 
     data, out = sys.argv[1], sys.argv[2]
@@ -25,21 +25,24 @@ SCRIPT = textwrap.dedent('''
       return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
                  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
-    four = trainer.train(config('4'), out + '/four')
-    one = trainer.train(config('1'), out + '/one')
+    four = loop.train(config('4'), out + '/four')
+    one = loop.train(config('1'), out + '/one')
     kernel = four.params['decoder']['fc2']['kernel']
     assert len(kernel.sharding.device_set) == 4 and kernel.sharding.is_fully_replicated
     assert len(one.params['decoder']['fc2']['kernel'].sharding.device_set) == 1
+    # The default in one process: one device, the lab's batch is too small to split.
+    auto = loop.train(config('auto', steps=2), out + '/auto')
+    assert len(auto.params['decoder']['fc2']['kernel'].sharding.device_set) == 1
     print('sharded vs single', max_diff(four.params, one.params))
     assert max_diff(four.params, one.params) < 1e-5
 
     # A checkpoint written by the 4-device run restores onto one device...
-    _, restored, step = trainer.restore_params(out + '/four', step=4)
+    restored, step = rundir.open_for_reading(out + '/four').load_params(step=4)
     assert step == 4 and len(restored['decoder']['fc2']['kernel'].devices()) == 1
     assert max_diff(restored, four.params) == 0.0
     # ...and the 1-device run resumes over 4 devices, like a 4-device run from the start.
-    resumed = trainer.train(config('4', steps=6), out + '/one', resume=True)
-    longer = trainer.train(config('4', steps=6), out + '/four', resume=True)
+    resumed = loop.train(config('4', steps=6), out + '/one', resume=True)
+    longer = loop.train(config('4', steps=6), out + '/four', resume=True)
     print('resumed across device counts', max_diff(resumed.params, longer.params))
     assert max_diff(resumed.params, longer.params) < 1e-5
     print('OK')

@@ -1,6 +1,6 @@
 """The lab's PyTorch network and this project's model compute the same thing, weight for weight.
 
-Only the public path is used (AutoEncoder().apply, training.mse_loss, make_optimizer), so
+Only the public path is used (AutoEncoder().apply, mse_loss, make_optimizer), so
 these tests hold any rewrite of the model's internals to the PyTorch lab.
 """
 import jax
@@ -8,14 +8,15 @@ import numpy as np
 import optax
 import pytest
 
-from jax_ae import torch_port, training
+from jax_ae import torch_port
+from jax_ae.update import make_optimizer, mse_loss
 from jax_ae.model import AutoEncoder, init_params
 
 torch = pytest.importorskip('torch')
 
 
 # Compiled once, for the gradient test and the optimizer test.
-loss_and_grads = jax.jit(jax.value_and_grad(training.mse_loss))
+loss_and_grads = jax.jit(jax.value_and_grad(mse_loss))
 
 
 def lab_network(seed=0):
@@ -93,7 +94,7 @@ def test_two_adam_steps_agree_with_torch_adam():
   network = lab_network()
   params = torch_port.params_from_torch(network.state_dict())
   torch_adam = torch.optim.Adam(network.parameters(), lr=1e-4, weight_decay=1e-6)
-  optimizer = training.make_optimizer(1e-4, 1e-6)
+  optimizer = make_optimizer(1e-4, 1e-6)
 
   @jax.jit
   def update(params, opt_state, grads):

@@ -1,0 +1,326 @@
+"""A run directory, the one owner of its files:
+
+  config.json    the Config the run was made with (the data and the steps per call resolved)
+  metrics.jsonl  one JSON record a line: 'start' (where and how a process ran it), 'train'
+                 (the mean loss of every TRAIN_LOG_EVERY steps), 'eval' (the test MSE, written
+                 just before the checkpoint of that step)
+  checkpoints/   Orbax checkpoints of the whole train state: the latest KEEP_LATEST and the best
+  damaged/       checkpoints that could not be read, moved out of the way by a resume, never
+                 deleted
+  .lock          held by the process that trains in it, released by the kernel when it dies
+
+The training loop and analyze.py use it; nothing else touches these files.
+"""
+import dataclasses
+import fcntl
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from jax_ae import update
+from jax_ae.config import TRAJECTORY_FIELDS, Config, ConfigError
+from jax_ae.errors import UserError
+
+RUNS_DIR = Path('runs')
+KEEP_LATEST = 3
+TRAIN_LOG_EVERY = 10  # steps per 'train' record
+
+
+class RunDirError(UserError):
+  """A workdir that cannot hold this run."""
+
+
+class CheckpointError(UserError):
+  """A checkpoint that cannot be written or used."""
+
+
+def default_workdir(data):
+  slug = ''.join(c if c.isalnum() else '-' for c in data.split('/')[-1] or data).strip('-')
+  return RUNS_DIR / f'{slug}-{time.strftime("%Y%m%d-%H%M%S")}'
+
+
+def latest_workdir():
+  """The most recently started run under runs/, or None."""
+  runs = [path.parent for path in RUNS_DIR.glob('*/config.json')]
+  return max(runs, key=lambda run: (run / 'config.json').stat().st_mtime, default=None)
+
+
+def resume_config(workdir, **flags):
+  """The Config of the run in workdir with the flags given now over it (Config() if none)."""
+  path = Path(workdir) / 'config.json'
+  saved = json.loads(path.read_text()) if path.is_file() else {}
+  return Config(**{**saved, **flags})
+
+
+class Run:
+  """An open run directory. Use open_for_training or open_for_reading."""
+
+  def __init__(self, path, writer):
+    self.path = Path(path)
+    self.checkpoints = self.path / 'checkpoints'
+    self.writer = writer  # one process of a job writes the config and the log
+    self._lock = None
+    self._manager = None  # Orbax's, for saving: opened when the restore has checked the folder
+
+  @property
+  def config(self):
+    return Config(**json.loads((self.path / 'config.json').read_text()))
+
+  def write_config(self, config):
+    if self.writer:
+      path = self.path / 'config.json'
+      path.with_suffix('.tmp').write_text(json.dumps(dataclasses.asdict(config), indent=2) + '\n')
+      os.replace(path.with_suffix('.tmp'), path)
+
+  def records(self, event=None):
+    """The metrics log's records, of one event or all; a line cut short by a kill is skipped."""
+    records = []
+    path = self.path / 'metrics.jsonl'
+    for line in path.read_text().splitlines() if path.exists() else []:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+    return [r for r in records if event is None or r.get('event') == event]
+
+  def log(self, record):
+    """Appends a record to metrics.jsonl, on the disk when this returns."""
+    if not self.writer:
+      return
+    with open(self.path / 'metrics.jsonl', 'a') as log:
+      log.write(json.dumps(record) + '\n')
+      log.flush()
+      os.fsync(log.fileno())
+
+  def checkpoint_steps(self):
+    """The steps of the complete checkpoints (Orbax renames a save's folder when it is done)."""
+    if not self.checkpoints.is_dir():
+      return []
+    return sorted(int(p.name) for p in self.checkpoints.iterdir() if p.name.isdigit())
+
+  def save(self, state, test_mse):
+    """Checkpoints the state; its 'eval' record must already be logged (see loop.py)."""
+    step, previous = int(state.step), max(self.checkpoint_steps(), default=None)
+    try:
+      if self._manager is None:
+        self._manager = _open_manager(self.checkpoints)
+      self._manager.save(step, args=ocp.args.StandardSave(state),
+                         metrics={'test_mse': float(test_mse)})
+      self._manager.wait_until_finished()
+    except Exception as error:  # a full disk, a lost mount: Orbax raises various types
+      reason = 'no space left on device' if 'No space left' in str(error) else _reason(error)
+      kept = 'no earlier checkpoint' if previous is None else f'the checkpoint of step {previous}'
+      raise CheckpointError(f'could not write the checkpoint of step {step} in '
+                            f'{self.checkpoints} ({reason}); {kept} is intact: free some space '
+                            'and run again with --resume') from error
+
+  def restore_latest(self, like_state):
+    """The newest readable checkpoint's state (like_state itself when there is none).
+
+    A checkpoint that cannot be read is reported in one line and moved to damaged/, so
+    that the run can write its step again (and Orbax can open the folder); the metrics log
+    loses the records past the restored step, so that it agrees with the checkpoints again.
+    """
+    steps = self.checkpoint_steps()
+    state, damaged = like_state, []
+    for step in reversed(steps):
+      try:
+        state = self._restore(step, like_state)
+        break
+      except _Damaged as damage:
+        damaged.append(step)
+        print(f'warning: {damage}: trying the one before', file=sys.stderr)
+    else:
+      if steps:
+        raise CheckpointError(f'no checkpoint in {self.checkpoints} can be read (steps '
+                              f'{", ".join(map(str, reversed(steps)))}): move that folder away '
+                              'to train from the start, or use another --workdir')
+    restored = int(state.step) if steps else 0
+    # Orbax reads every checkpoint's own JSON files when it opens the folder.
+    damaged += [step for step in steps if step < restored and not _orbax_files_parse(
+        self.checkpoints / str(step))]
+    if self.writer:
+      for step in damaged:
+        self._set_aside(step)
+      self._rewrite_log([r for r in self.records() if r['step'] <= restored])
+    if jax.process_count() > 1:  # every process sees the moves before anyone saves
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices('jax_ae restored')
+    return state
+
+  def load_params(self, step=None):
+    """(params, step): the checkpoint of `step`, or the readable one of best test MSE.
+
+    The params land on this host's first device, whatever devices the run used.
+    """
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    config = self.config
+    like = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+        jax.eval_shape(lambda: update.init_state(
+            config.seed, update.make_optimizer(config.lr, config.weight_decay))))
+    steps = self.checkpoint_steps()
+    if step is not None:
+      if step not in steps:
+        raise CheckpointError(f'{self.path} has no checkpoint of step {step}: it has '
+                              f'{", ".join(map(str, steps)) or "none"}')
+      try:
+        return self._restore(step, like).params, step
+      except _Damaged as damage:
+        raise CheckpointError(f'{damage}: choose another step') from None
+    if not steps:
+      raise CheckpointError(f'{self.path} has no checkpoint yet: let train.py reach its first '
+                            'evaluation')
+    test_mse = {r['step']: r['test_mse'] for r in self.records('eval')}
+    for step in sorted(steps, key=lambda s: (test_mse.get(s, float('inf')), -s)):
+      try:
+        return self._restore(step, like).params, step
+      except _Damaged as damage:
+        print(f'warning: {damage}: using the next best checkpoint', file=sys.stderr)
+    raise CheckpointError(f'no checkpoint in {self.checkpoints} can be read: train again')
+
+  def close(self):
+    if self._manager is not None:
+      self._manager.close()
+    if self._lock is not None:
+      os.close(self._lock)  # the kernel drops the flock with its last descriptor
+      self._lock = None
+
+  def _restore(self, step, like_state):
+    """The state of one checkpoint; _Damaged if it cannot be read."""
+    where = self.checkpoints / str(step)
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+      saved = checkpointer.metadata(where / 'default').item_metadata['params']
+    except Exception as error:  # files missing, cut short or not Orbax's
+      raise _Damaged(f'the checkpoint of step {step} in {where} cannot be read '
+                     f'({_reason(error)})') from None
+    if _param_shapes(saved) != _param_shapes(like_state.params):
+      raise CheckpointError(f'the checkpoint in {where} holds a different model than this one; '
+                            'use another --workdir')
+    try:
+      return checkpointer.restore(where / 'default',
+                                  jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state))
+    except Exception as error:  # array files cut short or overwritten
+      raise _Damaged(f'the checkpoint of step {step} in {where} cannot be read '
+                     f'({_reason(error)})') from None
+
+  def _set_aside(self, step):
+    target = self.path / 'damaged' / str(step)
+    target.parent.mkdir(exist_ok=True)
+    while target.exists():
+      target = target.with_name(target.name + '+')
+    os.replace(self.checkpoints / str(step), target)
+    print(f'warning: the unreadable checkpoint of step {step} is kept in {target}',
+          file=sys.stderr)
+
+  def _rewrite_log(self, records):
+    path = self.path / 'metrics.jsonl'
+    if not path.exists():
+      return
+    temporary = path.with_suffix('.jsonl.tmp')
+    temporary.write_text(''.join(json.dumps(r) + '\n' for r in records))
+    os.replace(temporary, path)
+
+
+class _Damaged(Exception):
+  """A checkpoint that cannot be read; str() names it and why."""
+
+
+def _orbax_files_parse(step_dir):
+  for name in ('_CHECKPOINT_METADATA', 'metrics/metrics'):
+    try:
+      json.loads((step_dir / name).read_text())
+    except FileNotFoundError:
+      continue
+    except (OSError, ValueError):
+      return False
+  return True
+
+
+def open_for_training(path, config, resume, writer=True):
+  """Opens (or creates) the run directory of a training run, after checking that it may,
+  and locks it. The config is written by Run.write_config, once the checkpoint is restored.
+
+  writer: whether this process writes the config and the log (process 0 of a job).
+  Raises RunDirError or ConfigError before writing anything.
+  """
+  path = Path(path)
+  if path.exists() and not path.is_dir():
+    raise RunDirError(f'--workdir {path} is a file: choose a folder')
+  holds_run = (path / 'config.json').is_file()
+  if holds_run and not resume:
+    raise RunDirError(f'{path} already holds a run: pass --resume to continue it, or choose '
+                      'another --workdir')
+  if holds_run:
+    saved = json.loads((path / 'config.json').read_text())
+    changed = [name for name in TRAJECTORY_FIELDS if saved.get(name) != getattr(config, name)]
+    if changed:
+      was = ', '.join(f'{name}={saved.get(name)!r}' for name in changed)
+      raise ConfigError(f'{path} holds a run with {was}: resume with the same settings, or '
+                        'choose another --workdir')
+  if jax.process_count() > 1:  # every process checked the folder before any writes to it
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices('jax_ae checked the workdir')
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    lock = _lock(path) if writer else None
+  except OSError as error:
+    raise RunDirError(f'--workdir {path} cannot be written ({error.strerror}): choose a '
+                      'folder you can write to') from None
+  run = Run(path, writer)
+  run._lock = lock
+  return run
+
+
+def open_for_reading(path):
+  """The run directory of a finished or running run, for analysis."""
+  path = Path(path)
+  if not (path / 'config.json').is_file():
+    raise RunDirError(f'{path} holds no run (no config.json): pass the --workdir of a '
+                      'train.py run')
+  return Run(path, writer=False)
+
+
+def _lock(path):
+  descriptor = os.open(path / '.lock', os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    os.close(descriptor)
+    raise RunDirError(f'another train.py is training in {path} right now: wait for it to end, '
+                      'or choose another --workdir') from None
+  return descriptor
+
+
+def _open_manager(directory):
+  options = ocp.CheckpointManagerOptions(
+      best_fn=lambda metrics: metrics['test_mse'],
+      best_mode='min',
+      preservation_policy=policies.AnyPreservationPolicy([
+          policies.LatestN(n=KEEP_LATEST),
+          # BestN keeps the n largest values of the metric.
+          policies.BestN(get_metric_fn=lambda metrics: -metrics['test_mse'], n=1),
+      ]),
+      # A save is written to a temporary folder and renamed when complete; a save cut
+      # short (kill -9, full disk) leaves such a folder, removed on the next open.
+      cleanup_tmp_directories=True,
+      enable_async_checkpointing=False,
+  )
+  return ocp.CheckpointManager(directory.absolute(), options=options,
+                               item_handlers=ocp.StandardCheckpointHandler())
+
+
+def _param_shapes(params):
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in flat}
+
+
+def _reason(error):
+  return (str(error).splitlines() or [type(error).__name__])[0][:120]

@@ -1,0 +1,25 @@
+import tempfile
+
+import jax
+import pytest
+
+from jax_ae import runtime
+
+
+def pytest_configure(config):
+  # The XLA flags train.py sets before JAX starts, so that the tests run (and compare
+  # against) the programs a user's train.py runs.
+  runtime.set_cpu_xla_flags()
+  # The loop tests train many tiny runs of the same shapes: compile each program once per
+  # session. (JAX logs a compilation loaded from this cache as one, so counts still hold.)
+  jax.config.update('jax_compilation_cache_dir', tempfile.mkdtemp(prefix='jax-ae-tests-'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+
+
+@pytest.fixture
+def float32_matmuls():
+  """Full float32 matmuls and convolutions: GPUs default to TF32 and TPUs to bf16 passes,
+  which the float32 parity tests' tolerances do not allow. Use with
+  pytestmark = pytest.mark.usefixtures('float32_matmuls')."""
+  with jax.default_matmul_precision('highest'):
+    yield

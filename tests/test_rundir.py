@@ -1,0 +1,86 @@
+"""The run directory's checkpoints: retention, exact round trips, a full disk."""
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+
+from jax_ae import rundir, update
+from jax_ae.config import Config
+
+
+def state_at(step):
+  state = update.init_state(0, update.make_optimizer(1e-4, 1e-6))
+  return state._replace(step=jax.numpy.asarray(step, jax.numpy.int32))
+
+
+def new_run(path):
+  run = rundir.open_for_training(path, Config(data='mnist5k'), resume=False)
+  run.write_config(Config(data='mnist5k'))
+  return run
+
+
+def test_keeps_the_latest_three_and_the_best(tmp_path):
+  run = new_run(tmp_path)
+  for step, test_mse in enumerate([0.5, 0.1, 0.3, 0.4, 0.35, 0.2], start=1):
+    run.log({'event': 'eval', 'step': step, 'test_mse': test_mse})
+    run.save(state_at(step), test_mse)
+  assert run.checkpoint_steps() == [2, 4, 5, 6]
+  assert rundir.open_for_reading(tmp_path).load_params()[1] == 2  # the best
+
+
+def test_round_trip_is_exact(tmp_path):
+  run = new_run(tmp_path)
+  state = state_at(7)
+  state = state._replace(params=jax.tree.map(lambda p: p + 0.5, state.params))
+  run.save(state, 0.1)
+  run.close()
+  restored = rundir.open_for_training(tmp_path, Config(data='mnist5k'), resume=True)\
+      .restore_latest(state_at(0))
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(a, b)
+  params, step = rundir.open_for_reading(tmp_path).load_params()
+  assert step == 7
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_analysis_falls_back_from_an_unreadable_best_checkpoint(tmp_path, capsys):
+  run = new_run(tmp_path)
+  for step, test_mse in ((1, 0.2), (2, 0.1), (3, 0.3)):
+    run.log({'event': 'eval', 'step': step, 'test_mse': test_mse})
+    run.save(state_at(step), test_mse)
+  for path in (tmp_path / 'checkpoints' / '2').rglob('*'):
+    if path.is_file():
+      path.unlink()
+  assert rundir.open_for_reading(tmp_path).load_params()[1] == 1  # the next best
+  assert 'the checkpoint of step 2' in capsys.readouterr().err
+  assert (tmp_path / 'checkpoints' / '2').is_dir()  # never deleted
+  with pytest.raises(rundir.CheckpointError, match='step 2 .* cannot be read'):
+    rundir.open_for_reading(tmp_path).load_params(step=2)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 60 MB filesystem: room for one checkpoint of this model (43 MB), not two."""
+  mount = tmp_path / 'disk'
+  mount.mkdir()
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=60M', 'tmpfs', str(mount)],
+                    capture_output=True).returncode:
+    pytest.skip('needs permission to mount a tmpfs')
+  yield mount
+  subprocess.run(['umount', str(mount)], check=True)
+
+
+def test_full_disk_keeps_the_previous_checkpoint(small_disk):
+  run = new_run(small_disk / 'run')
+  run.save(state_at(0), 0.5)
+  with pytest.raises(rundir.CheckpointError, match='no space left on device.*step 0 is intact'):
+    run.save(state_at(1), 0.4)
+  run.close()
+  reopened = rundir.open_for_training(small_disk / 'run', Config(data='mnist5k'), resume=True)
+  assert reopened.checkpoint_steps() == [0]
+  assert int(reopened.restore_latest(state_at(5)).step) == 0
+  reopened.close()  # its lock file is open on the mount
