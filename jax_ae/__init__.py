@@ -9,7 +9,10 @@ Modules, one concern each:
   parallel   the device mesh and the distributed runtime
   runtime    XLA options, the compilation cache, what the backend is
   inference  encode, decode, reconstruct and per-image errors over whole splits
-  analysis, plots   the latent-space study
+  study      the latent-space study of a model: every number, figure and file it writes
+  analysis   its measures (scikit-learn), pure functions over arrays
+  plots      its figures
+  report     its report.md, written from the numbers
   torch_port the lab's PyTorch network and weight conversion
 
 Importing the package changes no environment variable and no JAX setting.

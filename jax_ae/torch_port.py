@@ -4,6 +4,7 @@ torch is imported inside the functions that need it, so the package runs without
 """
 import functools
 import pickle
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,10 @@ LAYERS = (
 # channel-last: Flax feature i is PyTorch feature HWC_FROM_CHW[i].
 HWC_FROM_CHW = np.arange(64 * 7 * 7).reshape(64, 7, 7).transpose(1, 2, 0).reshape(-1)
 CHW_FROM_HWC = np.argsort(HWC_FROM_CHW)
+
+# Where common checkpoint dicts keep the state_dict: torch.save({'epoch': ...,
+# 'model_state_dict': model.state_dict(), ...}), Lightning's 'state_dict', others' 'model'.
+CHECKPOINT_KEYS = ('model_state_dict', 'state_dict', 'model')
 
 
 class TorchWeightsError(UserError):
@@ -57,27 +62,20 @@ def torch_autoencoder():
 
 
 def params_from_torch(state_dict):
-  """Flax params (the tree of model.init_params) from the lab network's state_dict.
+  """Flax params (the tree of model.init_params) from a state_dict of the lab's network.
 
-  Also maps anything keyed like it, e.g. {name: p.grad for name, p in named_parameters()}.
+  Its layers are found by their shapes, which differ from layer to layer, so the modules may
+  have any names and order: the lab's nn.Sequential ('encoder.0.weight', ...), one's own
+  ('conv1.weight', 'enc.0.weight', ...), DataParallel's 'module.' prefix. Anything else (a
+  layer the lab's network does not have, one it has missing, a layer without a bias, two
+  layers of one shape) is refused in one line. Also maps anything keyed like a state_dict,
+  e.g. {name: p.grad for name, p in named_parameters()}.
   """
-  expected = _torch_shapes()
-  for key, shape in expected.items():
-    if key not in state_dict:
-      raise TorchWeightsError(f"this is not the lab's network: its state_dict has no '{key}' "
-                              f'(expected {shape})')
-    got = tuple(np.shape(state_dict[key]))
-    if got != shape:
-      raise TorchWeightsError(f"this is not the lab's network: '{key}' has shape {got}, "
-                              f'expected {shape}')
-  extra = sorted(set(state_dict) - set(expected))
-  if extra:
-    raise TorchWeightsError(f"this is not the lab's network: the lab's state_dict has no "
-                            f"'{extra[0]}'")
+  prefixes = _match_layers(state_dict)
   params = {}
   for part, layer, module, flat in LAYERS:
-    weight = _numpy(state_dict[f'{module}.weight'])
-    bias = _numpy(state_dict[f'{module}.bias'])
+    weight = _numpy(state_dict[f'{prefixes[module]}.weight'])
+    bias = _numpy(state_dict[f'{prefixes[module]}.bias'])
     if weight.ndim == 4:
       # Conv2d (out, in, kh, kw) -> (kh, kw, in, out), and ConvTranspose2d (in, out, kh, kw)
       # -> (kh, kw, out, in), the transpose_kernel layout: the same axis permutation.
@@ -90,6 +88,57 @@ def params_from_torch(state_dict):
       kernel = weight.T
     params.setdefault(part, {})[layer] = {'kernel': jnp.asarray(kernel), 'bias': jnp.asarray(bias)}
   return params
+
+
+def _match_layers(state_dict):
+  """{lab module ('encoder.0', ...): the state_dict's module prefix holding that layer}.
+
+  The flatten between the convolutions and the linear layers is assumed to be PyTorch's
+  channel-first one (x.view(B, -1), nn.Flatten), as in the lab: weights cannot tell.
+  """
+  modules = {}  # prefix: {'weight': shape, 'bias': shape}, in the state_dict's order
+  for key, value in state_dict.items():
+    prefix, _, kind = key.rpartition('.')
+    if kind not in ('weight', 'bias'):
+      raise TorchWeightsError(f"this is not the lab's network: it holds '{key}', and the lab's "
+                              'layers hold only a weight and a bias each')
+    modules.setdefault(prefix, {})[kind] = tuple(np.shape(value))
+  expected = _torch_shapes()
+  lab = {module: (expected[f'{module}.weight'], expected[f'{module}.bias'])
+         for _, _, module, _ in LAYERS}
+  by_shapes = {shapes: module for module, shapes in lab.items()}  # each layer's are unique
+  found = {}
+  for position, (prefix, shapes) in enumerate(modules.items()):
+    name = f'{prefix}.' if prefix else ''
+    if 'bias' not in shapes or 'weight' not in shapes:
+      has, lacks = ('weight', 'bias') if 'weight' in shapes else ('bias', 'weight')
+      raise TorchWeightsError(f"this is not the lab's network: '{name}{has}' has no {lacks}, "
+                              "and every layer of the lab's network has both")
+    module = by_shapes.get((shapes['weight'], shapes['bias']))
+    if module is None:
+      hint = ''
+      if position < len(LAYERS):  # likely meant as the lab's layer in that position
+        near = LAYERS[position][2]
+        hint = (f"; the lab's {_describe(near)}, its layer {position + 1}, has weight "
+                f'{lab[near][0]}, bias {lab[near][1]}')
+      raise TorchWeightsError(f"this is not the lab's network: '{name}weight' {shapes['weight']} "
+                              f"with bias {shapes['bias']} is no layer of it{hint}")
+    if module in found:
+      raise TorchWeightsError(f"the state_dict is ambiguous: '{found[module]}' and '{prefix}' "
+                              f"both have the shapes of the lab's {_describe(module)}: save the "
+                              "state_dict of one model of the lab's network")
+    found[module] = prefix
+  for module in lab:
+    if module not in found:
+      raise TorchWeightsError(f"this is not the lab's network: it has no layer of the shapes of "
+                              f"the lab's {_describe(module)} (weight {lab[module][0]}, bias "
+                              f'{lab[module][1]})')
+  return found
+
+
+def _describe(module):
+  part, layer = next((part, layer) for part, layer, name, _ in LAYERS if name == module)
+  return f'{part} {layer}'
 
 
 def params_to_torch(params):
@@ -113,8 +162,9 @@ def params_to_torch(params):
 
 
 def load_torch_weights(path):
-  """Flax params from a PyTorch file of the lab's network: torch.save(model.state_dict(), path),
-  or a checkpoint dict holding it under 'state_dict', 'model_state_dict' or 'model'."""
+  """Flax params from a PyTorch file of the lab's network (see params_from_torch for the
+  names it accepts): torch.save(model.state_dict(), path), or a checkpoint dict holding that
+  under CHECKPOINT_KEYS, e.g. torch.save({'epoch': ..., 'model_state_dict': ...}, path)."""
   try:
     import torch
   except ImportError as error:
@@ -130,12 +180,15 @@ def load_torch_weights(path):
   except Exception as error:  # truncated or not written by torch.save
     raise TorchWeightsError(f'cannot read {path} as a PyTorch file '
                             f'({type(error).__name__}): save it with torch.save') from error
-  for key in ('state_dict', 'model_state_dict', 'model'):  # common checkpoint layouts
-    if isinstance(saved, dict) and key in saved:
-      saved = saved[key]
-      break
-  if not isinstance(saved, dict):
+  if not isinstance(saved, Mapping):
     raise TorchWeightsError(f'{path} holds a {type(saved).__name__}, not a state_dict: save '
+                            'torch.save(model.state_dict(), path)')
+  key = next((key for key in CHECKPOINT_KEYS if isinstance(saved.get(key), Mapping)), None)
+  if key is not None:
+    saved = saved[key]
+  elif any(isinstance(value, Mapping) for value in saved.values()):
+    raise TorchWeightsError(f'{path} holds a dict of {", ".join(map(repr, saved))}, and none '
+                            f'of {", ".join(map(repr, CHECKPOINT_KEYS))}: save '
                             'torch.save(model.state_dict(), path)')
   return params_from_torch(saved)
 

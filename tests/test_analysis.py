@@ -1,20 +1,11 @@
-import json
-import math
-import re
-
+"""The study's metrics on cases with known answers."""
 import numpy as np
-import PIL.Image
 import pytest
-from idx_files import write_idx
 
-import analyze
-from jax_ae import analysis, loop, plots
-from jax_ae.config import Config
+from jax_ae import analysis, data
 
-PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 CLASSES = 3
-SPACE_KEYS = {'dims', 'pc1_variance', 'pc2_variance', 'silhouette_2d', 'knn_accuracy_2d',
-              'trustworthiness_2d', 'knn_accuracy', 'probe_accuracy', 'probe_converged'}
+NAMES = ('a', 'b', 'c')
 
 
 def blobs(n_per_class, seed, spread=50.0, dims=20):
@@ -24,15 +15,25 @@ def blobs(n_per_class, seed, spread=50.0, dims=20):
   return centres[labels] + np.random.default_rng(seed).normal(size=(len(labels), dims)), labels
 
 
-def test_separated_blobs_score_perfectly():
+@pytest.fixture(scope='module')
+def separated():
   (train, train_labels), (test, test_labels) = blobs(100, 1), blobs(100, 2)
-  metrics, projection = analysis.space_metrics(train, train_labels, test, test_labels)
-  assert projection.shape == (len(test), 2)
-  assert metrics['silhouette_2d'] > 0.9
-  assert metrics['knn_accuracy_2d'] == metrics['knn_accuracy'] == 1.0
-  assert metrics['probe_accuracy'] == 1.0 and metrics['probe_converged']
+  return analysis.space_metrics(train, train_labels, test, test_labels)
+
+
+def test_separated_blobs_score_perfectly(separated):
+  metrics, maps = separated
+  assert maps['pca'].shape == (300, 2) and maps['tsne'].shape == (300, 2)
+  np.testing.assert_array_equal(maps['tsne_rows'], np.arange(300))
+  for projection in ('pca_2d', 'tsne_2d'):
+    assert metrics[projection]['silhouette'] > 0.7, projection
+    assert metrics[projection]['knn_accuracy'] == 1.0, projection
+  assert metrics['knn_accuracy'] == 1.0
+  assert metrics['probe']['accuracy'] == 1.0 and metrics['probe']['converged']
+  assert metrics['retrieval'] == {'precision_at_1': 1.0, 'precision_at_5': 1.0,
+                                  'precision_at_10': 1.0}
   # Three centres span a plane: the two PCs hold nearly all the variance.
-  assert metrics['pc1_variance'] + metrics['pc2_variance'] > 0.95
+  assert metrics['pca_2d']['pc1_variance'] + metrics['pca_2d']['pc2_variance'] > 0.95
   assert metrics['dims'] == 20
 
 
@@ -42,9 +43,49 @@ def test_shuffled_labels_score_at_chance():
   train, test = slice(0, None, 2), slice(1, None, 2)
   metrics, _ = analysis.space_metrics(points[train], shuffled[train], points[test], shuffled[test])
   chance = 1 / CLASSES
-  for name in ('knn_accuracy_2d', 'knn_accuracy', 'probe_accuracy'):
-    assert abs(metrics[name] - chance) < 0.12, (name, metrics[name])
-  assert abs(metrics['silhouette_2d']) < 0.1
+  accuracies = {
+      'pca knn': metrics['pca_2d']['knn_accuracy'], 'tsne knn': metrics['tsne_2d']['knn_accuracy'],
+      'knn': metrics['knn_accuracy'], 'probe': metrics['probe']['accuracy'],
+      **metrics['retrieval'],
+  }
+  for name, accuracy in accuracies.items():
+    assert abs(accuracy - chance) < 0.12, (name, accuracy)
+  assert abs(metrics['pca_2d']['silhouette']) < 0.1
+
+
+def test_retrieval_precision_counts_the_neighbours_of_the_querys_class():
+  database = np.array([[0.0], [1.0], [2.0], [10.0], [11.0], [12.0]])
+  labels = np.array([0, 0, 0, 1, 1, 1])
+  queries, query_labels = np.array([[0.4], [11.4]]), np.array([0, 0])
+  # Query 0.4 is among class 0, query 11.4 among class 1 but labelled 0.
+  precision = analysis.retrieval_precision(database, labels, queries, query_labels, ks=(1, 3, 5))
+  assert precision == {1: 0.5, 3: 0.5, 5: pytest.approx((3 / 5 + 2 / 5) / 2)}
+  np.testing.assert_array_equal(analysis.nearest(database, queries, 2), [[0, 1], [4, 5]])
+
+
+def sparse_noise(n, seed, informative=50, noise=200, signal=0.15, rate=0.02):
+  """Two classes apart by a little in each of `informative` Gaussian features, and `noise`
+  features that are 1 in a random 2% of rows, 0 else: standardized, those spikes are large, and
+  an unregularized probe fits them."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 2, n)
+  shift = signal * (2 * labels[:, None] - 1)
+  return np.concatenate([rng.normal(size=(n, informative)) + shift,
+                         (rng.random((n, noise)) < rate).astype(float)], axis=1), labels
+
+
+def test_the_probe_chooses_a_small_C_where_a_small_C_is_best():
+  (train, train_labels), (test, test_labels) = sparse_noise(300, 1), sparse_noise(4000, 2)
+  found = analysis.probe(train, train_labels, test, test_labels)
+  on_test = {C: analysis.linear_probe(C).fit(train, train_labels).score(test, test_labels)
+             for C in analysis.PROBE_CS}
+  best = max(on_test, key=on_test.get)
+  assert best <= 0.01  # the known answer, on 4,000 test rows
+  assert found['C'] <= 0.01 and not found['C_at_grid_edge']
+  assert found['accuracy'] == pytest.approx(on_test[found['C']])
+  assert found['accuracy'] > on_test[1.0] + 0.02  # the old protocol's C = 1
+  assert list(found['cv_accuracy']) == [f'{C:g}' for C in analysis.PROBE_CS]
+  assert found['converged']
 
 
 def test_a_plane_in_high_dimensions_is_projected_faithfully():
@@ -52,33 +93,91 @@ def test_a_plane_in_high_dimensions_is_projected_faithfully():
   plane = rng.normal(size=(400, 2)) * [3.0, 1.0]  # variances 9 : 1
   basis = np.linalg.qr(rng.normal(size=(30, 2)))[0].T  # (2, 30), orthonormal rows
   points, labels = plane @ basis, np.arange(400) % CLASSES
-  metrics, projection = analysis.space_metrics(points, labels, points, labels)
-  np.testing.assert_allclose([metrics['pc1_variance'], metrics['pc2_variance']], [0.9, 0.1],
-                             atol=0.03)
-  assert metrics['trustworthiness_2d'] == pytest.approx(1.0)
+  metrics, maps = analysis.space_metrics(points, labels, points, labels)
+  pca = metrics['pca_2d']
+  np.testing.assert_allclose([pca['pc1_variance'], pca['pc2_variance']], [0.9, 0.1], atol=0.03)
+  assert pca['trustworthiness'] == pytest.approx(1.0)
   # The projection is the plane itself, up to a rotation: distances are kept.
-  np.testing.assert_allclose(np.linalg.norm(projection[1:] - projection[:-1], axis=1),
+  np.testing.assert_allclose(np.linalg.norm(maps['pca'][1:] - maps['pca'][:-1], axis=1),
                              np.linalg.norm(plane[1:] - plane[:-1], axis=1), rtol=1e-6)
 
 
 def test_metrics_are_deterministic():
-  points, labels = blobs(300, 1, spread=1.5)  # overlapping: the numbers depend on the folds
+  points, labels = blobs(100, 1, spread=1.5)  # overlapping: the numbers depend on the folds
   first = analysis.space_metrics(points[::2], labels[::2], points[1::2], labels[1::2])
   second = analysis.space_metrics(points[::2], labels[::2], points[1::2], labels[1::2])
   assert first[0] == second[0]
-  np.testing.assert_array_equal(first[1], second[1])
+  for name in ('pca', 'tsne', 'tsne_rows'):
+    np.testing.assert_array_equal(first[1][name], second[1][name])
 
 
-def test_trustworthiness_runs_on_a_seeded_subsample(monkeypatch):
-  monkeypatch.setattr(analysis, 'TRUSTWORTHINESS_SAMPLE', 50)
+def test_the_maps_run_on_one_seeded_subsample(monkeypatch):
+  monkeypatch.setattr(analysis, 'MAP_SAMPLE', 50)
   seen = []
   monkeypatch.setattr(analysis, 'trustworthiness',
-                      lambda high, low, n_neighbors: seen.append(len(high)) or 1.0)
+                      lambda high, low, n_neighbors: seen.append((len(high), len(low))) or 1.0)
   points, labels = blobs(40, 1)
-  analysis.space_metrics(points, labels, points, labels)
-  assert seen == [50]
+  metrics, maps = analysis.space_metrics(points, labels, points, labels)
+  assert seen == [(50, 50), (50, 50)]  # PCA's and t-SNE's
+  assert maps['tsne'].shape == (50, 2) and maps['pca'].shape == (120, 2)
+  np.testing.assert_array_equal(maps['tsne_rows'], analysis.subsample(120, 50))
   np.testing.assert_array_equal(analysis.subsample(120, 50), analysis.subsample(120, 50))
   assert len(set(analysis.subsample(120, 50))) == 50
+
+
+def test_tsne_fits_a_split_smaller_than_its_perplexity():
+  points, labels = blobs(4, 1)
+  projection, perplexity = analysis.tsne_2d(points)
+  assert projection.shape == (12, 2) and perplexity == pytest.approx(11 / 3)
+
+
+def test_samples_have_the_fitted_mean_and_covariance():
+  rng = np.random.default_rng(0)
+  codes = rng.normal(size=(500, 4)) @ rng.normal(size=(4, 4)) + [1.0, -2.0, 3.0, 0.5]
+  mean, covariance = analysis.fit_gaussian(codes)
+  np.testing.assert_allclose(mean, codes.mean(axis=0))
+  samples = analysis.sample_gaussian(mean, covariance, 200_000)
+  scale = np.sqrt(np.diag(covariance))
+  # Sampling error of 200,000 draws: ~0.002 standard deviations.
+  np.testing.assert_allclose((samples.mean(axis=0) - mean) / scale, 0, atol=0.01)
+  np.testing.assert_allclose(np.cov(samples, rowvar=False) / np.outer(scale, scale),
+                             covariance / np.outer(scale, scale), atol=0.01)
+  np.testing.assert_array_equal(samples[:5], analysis.sample_gaussian(mean, covariance, 5))
+
+
+def test_samples_of_fewer_codes_than_dimensions_stay_in_their_span():
+  codes = np.random.default_rng(0).normal(size=(3, 10))  # a 2-D affine plane in 10-D
+  samples = analysis.sample_gaussian(*analysis.fit_gaussian(codes), 100)
+  basis = np.linalg.svd(codes[1:] - codes[0])[2][:2]  # the plane's directions
+  offsets = samples - codes[0]
+  # Off the plane: only the rounding of the zero eigenvalues, ~1e-8 of unit spreads.
+  np.testing.assert_allclose(offsets - offsets @ basis.T @ basis, 0, atol=1e-6)
+
+
+def test_nearest_mse_is_the_mse_to_the_closest_image():
+  database = np.stack([np.zeros((2, 2, 1)), np.ones((2, 2, 1))])
+  images = np.full((1, 2, 2, 1), 0.25)
+  np.testing.assert_allclose(analysis.nearest_mse(images, database), [0.0625])
+  np.testing.assert_allclose(analysis.nearest_distance(np.array([[3.0, 4.0]]),
+                                                       np.array([[0.0, 0.0], [6.0, 8.0]])), [5.0])
+
+
+@pytest.mark.parametrize('labels,message', [
+    (np.zeros(30, int), r"the test split holds a single class \('a'\): the analysis compares "
+                        'classes, use data with two or more'),
+    (np.array([0] * 20 + [2] * 4), r"the test split holds 4 image\(s\) of class 'c', fewer than "
+                                   r'the 5 cross-validation folds: use data with at least 5'),
+    (np.array([0] * 5 + [1] * 5), 'the test split holds 10 images: the analysis needs at least 11'),
+])
+def test_a_split_the_metrics_cannot_measure_is_a_data_error(labels, message):
+  with pytest.raises(data.DataError, match=message) as error:
+    analysis.check_classes(labels, NAMES, 'test split', analysis.FOLDS, 11)
+  assert '\n' not in str(error.value)
+
+
+def test_interpolating_in_a_single_class_is_a_data_error():
+  with pytest.raises(data.DataError, match='single class'):
+    analysis.interpolation_pairs(np.zeros(5, int), 2)
 
 
 def test_mse_by_class_averages_within_each_class():
@@ -96,104 +195,7 @@ def test_example_and_pair_choices():
   np.testing.assert_allclose(line[:, 0], [0, 1, 2, 3, 4])
 
 
-# End to end, on a tiny real run: one training run shared by the tests below.
-
-TEST_PER_CLASS = 6
-
-
-@pytest.fixture(scope='module')
-def run(tmp_path_factory):
-  folder = tmp_path_factory.mktemp('idx')
-  rng = np.random.default_rng(0)
-  for prefix, n in (('train', 40), ('t10k', 10 * TEST_PER_CLASS)):
-    write_idx(folder / f'{prefix}-images-idx3-ubyte',
-              rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-    write_idx(folder / f'{prefix}-labels-idx1-ubyte', (np.arange(n) % 10).astype(np.uint8))
-  workdir = tmp_path_factory.mktemp('run')
-  loop.train(Config(data=f'idx:{folder}', steps=2, eval_every=2, batch_size=8), workdir)
-  return workdir
-
-
-@pytest.fixture(scope='module')
-def analysed(run):
-  assert analyze.main(['--workdir', str(run)]) == 0
-  return run / 'analysis'
-
-
-def png_size(path):
-  assert path.read_bytes()[:8] == PNG_SIGNATURE
-  with PIL.Image.open(path) as image:
-    return image.size
-
-
-def expected_size(inches):
-  return tuple(round(side * plots.DPI) for side in inches)
-
-
-def test_analyze_writes_every_figure_at_its_size(analysed):
-  sizes = {
-      'reconstructions.png': plots.reconstruction_size(10 * analyze.PER_CLASS),
-      'latent_pca.png': plots.pca_size(1),
-      'pixel_pca.png': plots.pca_size(1),
-      'pca_comparison.png': plots.pca_size(2),
-      'latent_interpolation.png': plots.interpolation_size(analyze.PAIRS, analyze.STEPS),
-  }
-  assert sizes.keys() == analyze.FIGURES.keys()
-  for name, inches in sizes.items():
-    assert png_size(analysed / name) == expected_size(inches), name
-
-
-def test_metrics_json_holds_every_number(analysed, run):
-  metrics = json.loads((analysed / 'metrics.json').read_text())
-  on = metrics['measured_on']
-  assert on['test_size'] == 10 * TEST_PER_CLASS and on['checkpoint_step'] == 2
-  assert on['probe_train_size'] == 40 and on['trustworthiness_sample'] == 10 * TEST_PER_CLASS
-  assert on['dataset'].startswith('idx:') and on['workdir'] == str(run)
-  assert list(metrics['test_mse']['per_class']) == list('0123456789')
-  numbers = [metrics['test_mse']['overall'], *metrics['test_mse']['per_class'].values()]
-  for space, dims in (('codes', 576), ('pixels', 784)):
-    assert metrics[space].keys() == SPACE_KEYS and metrics[space]['dims'] == dims
-    numbers += [value for name, value in metrics[space].items()
-                if name not in ('dims', 'probe_converged')]
-  assert all(isinstance(x, float) and math.isfinite(x) for x in numbers)
-  # The overall MSE is the mean over balanced classes, so the mean of the per-class ones.
-  assert metrics['test_mse']['overall'] == pytest.approx(
-      np.mean(list(metrics['test_mse']['per_class'].values())))
-
-
-def test_report_links_every_figure(analysed):
-  report = (analysed / 'report.md').read_text()
-  assert set(re.findall(r'!\[[^]]*\]\(([^)]+)\)', report)) == set(analyze.FIGURES)
-  for _, label, _ in analyze.METRIC_ROWS:
-    assert f'| {label} |' in report
-
-
-def test_analyze_writes_into_out_when_given(run, tmp_path, monkeypatch):
-  written = []
-  monkeypatch.setattr(analyze, 'analyze', lambda params, data, source, out: written.append(out))
-  assert analyze.main(['--workdir', str(run), '--out', str(tmp_path / 'elsewhere')]) == 0
-  assert analyze.main(['--workdir', str(run)]) == 0
-  assert written == [tmp_path / 'elsewhere', run / 'analysis']
-
-
-@pytest.mark.parametrize('argv', [['--workdir', 'missing'], ['--workdir', '.'], []])
-def test_analyze_without_a_run_exits_2_with_one_line(tmp_path, monkeypatch, capsys, argv):
-  monkeypatch.chdir(tmp_path)  # an empty folder: no runs/ either
-  assert analyze.main(argv) == 2
-  err = capsys.readouterr().err
-  assert err.startswith('error: ') and err.count('\n') == 1
-  assert not (tmp_path / 'analysis').exists()
-
-
-def test_analyze_pytorch_weights(run, tmp_path):
-  torch = pytest.importorskip('torch')
-  from jax_ae import torch_port
-  weights = tmp_path / 'lab.pt'
-  torch.save(torch_port.torch_autoencoder().state_dict(), weights)
-  data = json.loads((run / 'config.json').read_text())['data']
-  out = tmp_path / 'torch-analysis'
-  assert analyze.main(['--torch-weights', str(weights), '--data', data, '--out', str(out)]) == 0
-  metrics = json.loads((out / 'metrics.json').read_text())
-  assert metrics['measured_on']['torch_weights'] == str(weights)
-  assert all((out / name).exists() for name in analyze.FIGURES)
-  assert f'PyTorch weights `{weights}`' in (out / 'report.md').read_text()
+def test_steps_per_epoch_from_the_eval_records():
+  evals = [{'step': 40, 'epoch': 0.043}, {'step': 1874, 'epoch': 2.0}, {'step': 937, 'epoch': 1.0}]
+  assert analysis.steps_per_epoch(evals) == 937
+  assert analysis.steps_per_epoch([]) is None

@@ -1,6 +1,7 @@
-"""The lab's PyTorch network and this project's model compute the same thing, weight for weight.
+"""The lab's PyTorch network and this project's model compute the same thing, weight for weight,
+and a PyTorch model of the lab's network loads whatever its module names and wrapping.
 
-Only the public path is used (AutoEncoder().apply, mse_loss, make_optimizer), so
+Only the public path is used (AutoEncoder().apply, update.mse_loss, make_optimizer), so
 these tests hold any rewrite of the model's internals to the PyTorch lab.
 """
 import jax
@@ -8,15 +9,17 @@ import numpy as np
 import optax
 import pytest
 
-from jax_ae import torch_port
-from jax_ae.update import make_optimizer, mse_loss
+from jax_ae import data, study, torch_port, update
 from jax_ae.model import AutoEncoder, init_params
 
 torch = pytest.importorskip('torch')
+nn, F = torch.nn, torch.nn.functional
 
+# Float32 parity on every backend: GPUs default to TF32 matmuls and TPUs to bf16 passes.
+pytestmark = pytest.mark.usefixtures('float32_matmuls')
 
 # Compiled once, for the gradient test and the optimizer test.
-loss_and_grads = jax.jit(jax.value_and_grad(mse_loss))
+loss_and_grads = jax.jit(jax.value_and_grad(update.mse_loss))
 
 
 def lab_network(seed=0):
@@ -94,10 +97,10 @@ def test_two_adam_steps_agree_with_torch_adam():
   network = lab_network()
   params = torch_port.params_from_torch(network.state_dict())
   torch_adam = torch.optim.Adam(network.parameters(), lr=1e-4, weight_decay=1e-6)
-  optimizer = make_optimizer(1e-4, 1e-6)
+  optimizer = update.make_optimizer(1e-4, 1e-6)
 
   @jax.jit
-  def update(params, opt_state, grads):
+  def adam_step(params, opt_state, grads):
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
@@ -106,7 +109,7 @@ def test_two_adam_steps_agree_with_torch_adam():
     torch_adam.zero_grad()
     torch.nn.MSELoss()(network(nchw(batch)), nchw(batch)).backward()
     torch_adam.step()
-    params, opt_state = update(params, opt_state, loss_and_grads(params, batch)[1])
+    params, opt_state = adam_step(params, opt_state, loss_and_grads(params, batch)[1])
   expected = torch_port.params_from_torch(network.state_dict())
   # Adam's first steps move every weight by ~lr = 1e-4; observed max |diff| 3e-8.
   assert_trees_close(params, expected, rtol=0, atol=1e-6)
@@ -120,13 +123,98 @@ def test_round_trip_is_exact(network, params):
   lab_network(seed=1).load_state_dict(state_dict)  # strict: every key, every shape
 
 
-@pytest.mark.parametrize('key', [None, 'state_dict', 'model_state_dict', 'model'])
-def test_load_torch_weights_reads_common_layouts(network, params, tmp_path, key):
-  saved = network.state_dict() if key is None else {key: network.state_dict(), 'epoch': 3}
-  torch.save(saved, tmp_path / 'lab.pt')
-  loaded = torch_port.load_torch_weights(tmp_path / 'lab.pt')
-  for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
+class StudentAutoEncoder(nn.Module):
+  """The lab's network as a student might write it: its own module names, the decoder's
+  layers registered before the encoder's, functional ReLUs and pooling."""
+
+  def __init__(self):
+    super().__init__()
+    self.fc3, self.fc4 = nn.Linear(576, 1600), nn.Linear(1600, 3136)
+    self.deconv1 = nn.ConvTranspose2d(64, 64, 4, 2, 1)
+    self.deconv2 = nn.ConvTranspose2d(64, 1, 4, 2, 1)
+    self.conv1, self.conv2 = nn.Conv2d(1, 32, 5, padding=2), nn.Conv2d(32, 64, 5, padding=2)
+    self.fc1, self.fc2 = nn.Linear(3136, 1600), nn.Linear(1600, 576)
+
+  def forward(self, x):
+    x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+    x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+    x = self.fc2(F.relu(self.fc1(x.flatten(1))))  # channel-first, as the lab
+    x = F.relu(self.fc4(F.relu(self.fc3(x)))).view(-1, 64, 7, 7)
+    return torch.sigmoid(self.deconv2(F.relu(self.deconv1(x))))
+
+
+def student_network(seed=0):
+  torch.manual_seed(seed)
+  return StudentAutoEncoder()
+
+
+def renamed(network, rename):
+  """network's state_dict with every key renamed: the lab's network under other names."""
+  return {rename(key): value for key, value in network.state_dict().items()}
+
+
+NAMINGS = {
+    'lab': lambda key: key,
+    'short': lambda key: key.replace('encoder.', 'enc.').replace('decoder.', 'dec.'),
+    'dataparallel': lambda key: f'module.{key}',
+    'compiled in dataparallel': lambda key: f'module._orig_mod.{key}',
+    'reversed order': lambda key: key,  # the dict reversed below
+}
+
+
+@pytest.mark.parametrize('naming', NAMINGS)
+def test_any_module_names_and_order_load_the_same_params(network, params, naming):
+  state_dict = renamed(network, NAMINGS[naming])
+  if naming == 'reversed order':
+    state_dict = dict(reversed(state_dict.items()))
+  for got, want in zip(jax.tree.leaves(torch_port.params_from_torch(state_dict)),
+                       jax.tree.leaves(params)):
     np.testing.assert_array_equal(got, want)
+
+
+def test_a_students_own_lab_network_computes_the_same(images):
+  student = student_network()
+  params = torch_port.params_from_torch(student.state_dict())
+  with torch.no_grad():
+    expected = student(nchw(images)).numpy().transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(AutoEncoder().apply({'params': params}, images), expected,
+                             rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('wrap', [
+    lambda state_dict: state_dict,
+    lambda state_dict: {'epoch': 3, 'model_state_dict': state_dict, 'optimizer_state_dict': {}},
+    lambda state_dict: {'state_dict': state_dict, 'epoch': 3},
+    lambda state_dict: {'model': state_dict, 'loss': 0.01},
+], ids=['state_dict', 'model_state_dict', 'state_dict key', 'model key'])
+@pytest.mark.parametrize('parallel', [False, True], ids=['plain', 'DataParallel'])
+def test_load_torch_weights_unwraps_checkpoints(tmp_path, wrap, parallel):
+  student = student_network()
+  model = nn.DataParallel(student) if parallel else student  # keys 'module.conv1.weight', ...
+  torch.save(wrap(model.state_dict()), tmp_path / 'student.pt')
+  loaded = torch_port.load_torch_weights(tmp_path / 'student.pt')
+  expected = torch_port.params_from_torch(student.state_dict())
+  for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(got, want)
+
+
+def test_the_analysis_reports_pytorchs_own_test_mse(tmp_path):
+  """The test MSE in metrics.json of a PyTorch model is PyTorch's MSELoss on the test images."""
+  rng = np.random.default_rng(0)
+  labels = np.arange(60, dtype=np.int32) % 10
+  images = rng.integers(0, 256, (60, 28, 28, 1), dtype=np.uint8)
+  split = data.Split(images, labels)
+  dataset = data.Dataset('random', split, split, data.DIGITS)
+  student = student_network()
+  torch.save({'epoch': 1, 'model_state_dict': nn.DataParallel(student).state_dict()},
+             tmp_path / 'student.pt')
+  student.cpu()  # DataParallel moved it to a GPU, where there is one
+  params = torch_port.load_torch_weights(tmp_path / 'student.pt')
+  metrics = study.measure(params, dataset, {'torch_weights': 'student.pt'}).metrics
+  with torch.no_grad():
+    batch = nchw(images.astype(np.float32) / 255)
+    expected = nn.MSELoss()(student(batch), batch).item()
+  assert metrics['test_mse']['overall'] == pytest.approx(expected, rel=1e-5)
 
 
 def test_a_whole_pickled_model_is_refused_in_one_line(network, tmp_path):
@@ -136,19 +224,56 @@ def test_a_whole_pickled_model_is_refused_in_one_line(network, tmp_path):
   assert '\n' not in str(error.value)
 
 
-@pytest.mark.parametrize('key,shape,message', [
-    ('decoder.7.bias', None, r"has no 'decoder\.7\.bias' \(expected \(1,\)\)"),
-    ('encoder.7.weight', (1000, 3136),
-     r"'encoder\.7\.weight' has shape \(1000, 3136\), expected \(1600, 3136\)"),
-    ('encoder.1.weight', (32,), r"the lab's state_dict has no 'encoder\.1\.weight'"),
+def test_a_checkpoint_without_a_known_key_is_refused_in_one_line(network, tmp_path):
+  torch.save({'net': network.state_dict(), 'epoch': 3}, tmp_path / 'checkpoint.pt')
+  with pytest.raises(torch_port.TorchWeightsError,
+                     match=r"holds a dict of 'net', 'epoch', and none of 'model_state_dict'"):
+    torch_port.load_torch_weights(tmp_path / 'checkpoint.pt')
+
+
+def with_batch_norm(state_dict):
+  return {**state_dict, 'bn.weight': torch.ones(32), 'bn.bias': torch.zeros(32),
+          'bn.running_mean': torch.zeros(32)}
+
+
+def narrower_fc1(state_dict):
+  return {**state_dict, 'encoder.7.weight': torch.zeros(1000, 3136)}
+
+
+def without(key):
+  return lambda state_dict: {k: v for k, v in state_dict.items() if k != key}
+
+
+def two_models(state_dict):
+  return {**{f'student.{k}': v for k, v in state_dict.items()},
+          **{f'teacher.{k}': v for k, v in state_dict.items()}}
+
+
+@pytest.mark.parametrize('change,message', [
+    (with_batch_norm, r"it holds 'bn\.running_mean', and the lab's layers hold only a weight "
+                      'and a bias each'),
+    (lambda sd: {**sd, 'norm.weight': torch.ones(32), 'norm.bias': torch.zeros(32)},
+     r"'norm\.weight' \(32,\) with bias \(32,\) is no layer of it$"),
+    (narrower_fc1, r"'encoder\.7\.weight' \(1000, 3136\) with bias \(1600,\) is no layer of it; "
+                   r"the lab's encoder fc1, its layer 3, has weight \(1600, 3136\)"),
+    (without('decoder.7.bias'), r"'decoder\.7\.weight' has no bias"),
+    (without('decoder.7.weight'), r"'decoder\.7\.bias' has no weight"),
+    (lambda sd: without('decoder.7.bias')(without('decoder.7.weight')(sd)),
+     r"it has no layer of the shapes of the lab's decoder deconv2 \(weight \(64, 1, 4, 4\), "
+     r'bias \(1,\)\)'),
+    (lambda sd: {**sd, 'decoder.7.num_batches_tracked': torch.tensor(0)},
+     r"it holds 'decoder\.7\.num_batches_tracked'"),
 ])
-def test_another_network_is_refused_in_one_line(network, key, shape, message):
-  state_dict = dict(network.state_dict())
-  if shape is None:
-    del state_dict[key]
-  else:
-    state_dict[key] = torch.zeros(shape)
+def test_another_network_is_refused_in_one_line(network, change, message):
   with pytest.raises(torch_port.TorchWeightsError, match=message) as error:
-    torch_port.params_from_torch(state_dict)
+    torch_port.params_from_torch(change(dict(network.state_dict())))
   assert str(error.value).startswith("this is not the lab's network: ")
+  assert '\n' not in str(error.value)
+
+
+def test_two_copies_of_the_network_are_ambiguous(network):
+  with pytest.raises(torch_port.TorchWeightsError,
+                     match=r"ambiguous: 'student\.encoder\.0' and 'teacher\.encoder\.0' both "
+                           r"have the shapes of the lab's encoder conv1") as error:
+    torch_port.params_from_torch(two_models(network.state_dict()))
   assert '\n' not in str(error.value)
