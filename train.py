@@ -1,8 +1,11 @@
 """Train the lab's convolutional autoencoder: python train.py [--steps N] [--data SOURCE] ..."""
 import argparse
 import dataclasses
+import os
 import sys
+import traceback
 
+import jax
 from absl import logging as absl_logging
 
 from jax_ae import loop, parallel, rundir, runtime
@@ -59,15 +62,28 @@ def main(argv=None):
     print(f'training in {workdir}', file=sys.stderr)
     loop.train(config, workdir, resume)
   except UserError as error:
-    print(f'error: {error}', file=sys.stderr)
-    return 2
+    return _end(2, f'error: {error}')
   except loop.Stopped as stop:
-    print(stop, file=sys.stderr)
-    return 128 + stop.signum
+    return _end(128 + stop.signum, str(stop))
   except KeyboardInterrupt:  # before the loop took over the signals
-    print('interrupted before training started: nothing was written', file=sys.stderr)
-    return 130
+    return _end(130, 'interrupted before training started: nothing was written')
+  except BaseException:
+    if jax.process_count() > 1:
+      traceback.print_exc()
+      _end(1, 'error: a bug ended this process of the job (see the traceback above)')
+    raise
   return 0
+
+
+def _end(code, line):
+  print(line, file=sys.stderr)
+  if jax.process_count() > 1:
+    # JAX's exit waits for every process of the job at a barrier, and one that stopped
+    # never comes: leave at once.
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(code)
+  return code
 
 
 if __name__ == '__main__':

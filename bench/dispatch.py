@@ -1,10 +1,9 @@
-"""How to run K training steps per call on XLA:CPU: a lax.scan loop, or the same steps
-unrolled in straight-line code (what training.train_steps does on CPU).
+"""How a call runs K training steps on XLA:CPU: a lax.scan loop (the plan on GPUs and
+TPUs), the same steps unrolled in straight-line code (the plan on CPU), or one step a call.
 
 python bench/dispatch.py [--steps K] [--rounds R] [--out results/bench/scan.json]
 """
 import argparse
-import functools
 import statistics
 import sys
 import time
@@ -13,59 +12,58 @@ from pathlib import Path
 import jax
 import numpy as np
 
-import report as report_lib
-from jax_ae import training
+import output
+from jax_ae import loop, parallel, runtime, update
 
-BATCH, LR, WEIGHT_DECAY = 64, 1e-4, 1e-6
-
-
-def step(state, images, indices):
-  return training.train_steps(state, images, indices[None], lr=LR, weight_decay=WEIGHT_DECAY)
-
-
-@functools.partial(jax.jit, donate_argnums=0)
-def scanned(state, images, batch_indices):
-  def body(state, indices):
-    state, losses = step(state, images, indices)  # one unrolled step inside the loop body
-    return state, losses[0]
-  return jax.lax.scan(body, state, batch_indices)
-
-
-def unrolled(state, images, batch_indices):
-  return training.train_steps(state, images, batch_indices, lr=LR, weight_decay=WEIGHT_DECAY)
+BATCH = 64
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--steps', type=int, default=4)
+  parser.add_argument('--steps', type=int, default=update.CPU_STEPS_PER_CALL)
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--out', type=Path)
   args = parser.parse_args(argv)
-  images = jax.numpy.asarray(np.random.default_rng(0).integers(0, 256, (60_000, 28, 28, 1),
-                                                               np.uint8))
-  variants = {'lax.scan': scanned, 'unrolled (train.py on CPU)': unrolled}
-  states = {name: training.init_state(0, training.make_optimizer(LR, WEIGHT_DECAY))
-            for name in variants}
+  images = np.random.default_rng(0).integers(0, 256, (60_000, 28, 28, 1), np.uint8)
+  mesh = parallel.make_mesh('auto', BATCH)
+  optimizer = update.make_optimizer(1e-4, 1e-6)
+  variants = {  # name: (plan, steps per call)
+      'lax.scan': (update.StepPlan(args.steps, unroll=False), args.steps),
+      'unrolled (train.py on CPU)': (update.StepPlan(args.steps, unroll=True), args.steps),
+      'one step a call': (update.StepPlan(1, unroll=True), 1),
+  }
+  runs = {}
+  for name, (plan, length) in variants.items():
+    state = parallel.replicated_init(lambda: update.init_state(0, optimizer), mesh)
+    dispatch = loop.Dispatch(optimizer, plan, mesh, images, 0, BATCH,
+                             runtime.compiler_options('cpu'))
+    dispatch.compile(state, length)
+    runs[name] = [dispatch, state, length]
   seconds = {name: [] for name in variants}
-  for round_ in range(args.rounds + 1):  # round 0 compiles
-    indices = training.batch_schedule(0, len(images), BATCH, round_ * args.steps, args.steps)
-    for name, run in variants.items():
+  for round_ in range(args.rounds + 1):  # round 0 warms up
+    for name, entry in runs.items():
+      dispatch, state, length = entry
       start = time.perf_counter()
-      states[name], losses = run(states[name], images, indices)
-      np.asarray(losses)
+      for first in range(round_ * args.steps, (round_ + 1) * args.steps, length):
+        state, losses = dispatch(state, first, length)
+        np.asarray(losses)
+      entry[1] = state
       if round_:
         seconds[name].append(time.perf_counter() - start)
   report = {
-      'batch_size': BATCH, 'steps_per_call': args.steps, 'rounds': args.rounds,
-      'jax': jax.__version__, 'device': str(jax.devices()[0]),
+      'batch_size': BATCH, 'steps_per_round': args.steps, 'rounds': args.rounds,
+      'machine': output.machine(),
       'images_per_s': {name: BATCH * args.steps / statistics.median(times)
                        for name, times in seconds.items()},
   }
-  report['unrolled_over_scan'] = (report['images_per_s']['unrolled (train.py on CPU)'] /
-                                  report['images_per_s']['lax.scan'])
-  report_lib.emit(report, args.out)
+  speed = report['images_per_s']
+  report['unrolled_over_scan'] = speed['unrolled (train.py on CPU)'] / speed['lax.scan']
+  report['unrolled_over_one_step'] = (speed['unrolled (train.py on CPU)'] /
+                                      speed['one step a call'])
+  output.emit(report, args.out)
   return 0
 
 
 if __name__ == '__main__':
+  runtime.set_cpu_xla_flags()  # as train.py, before JAX starts
   sys.exit(main())

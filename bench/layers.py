@@ -3,7 +3,7 @@
 python bench/layers.py [--rounds R] [--out results/bench/layers.json]
 
 Times one jitted forward pass plus the gradients of a training step (with respect to the
-parameters and the input) at batch 64, under the XLA flags jax_ae sets, the variants
+parameters and the input) at batch 64, under the XLA options train.py uses, the variants
 alternating in rounds in this one process.
 """
 import argparse
@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import report as report_lib
+import output
+from jax_ae import runtime
 from jax_ae.model import ConvTranspose4x4, max_pool_2x2, torch_deconv
 
 BATCH = 64
@@ -51,11 +52,10 @@ CASES = {
 
 
 def forward_and_grads(fn):
-  @jax.jit
   def run(params, x, cotangent):
     _, vjp = jax.vjp(fn, params, x)
     return vjp(cotangent)
-  return run
+  return jax.jit(run, compiler_options=runtime.compiler_options(jax.default_backend()))
 
 
 def main(argv=None):
@@ -63,8 +63,8 @@ def main(argv=None):
   parser.add_argument('--rounds', type=int, default=5)
   parser.add_argument('--out', type=Path)
   args = parser.parse_args(argv)
-  report = {'batch_size': BATCH, 'rounds': args.rounds, 'jax': jax.__version__,
-            'device': str(jax.devices()[0]), 'ms_forward_and_gradients': {}}
+  report = {'batch_size': BATCH, 'rounds': args.rounds, 'machine': output.machine(),
+            'ms_forward_and_gradients': {}}
   for case, variants in CASES.items():
     runs = {}
     for name, (fn, (params, x)) in variants.items():
@@ -82,9 +82,10 @@ def main(argv=None):
     report['ms_forward_and_gradients'][case] = {name: statistics.median(times)
                                                 for name, times in ms.items()}
     print(case, report['ms_forward_and_gradients'][case], file=sys.stderr)
-  report_lib.emit(report, args.out)
+  output.emit(report, args.out)
   return 0
 
 
 if __name__ == '__main__':
+  runtime.set_cpu_xla_flags()  # as train.py, before JAX starts
   sys.exit(main())

@@ -1,10 +1,12 @@
-"""The XLA:CPU flags that jax_ae sets on import, each measured against XLA's defaults.
+"""The two XLA:CPU options jax_ae uses, each measured against XLA's defaults.
 
 python bench/xla_flags.py [--rounds R] [--out results/bench/xla_flags.json]
 
+- convolutions on Eigen: runtime.CPU_COMPILER_OPTIONS, given per compilation;
+- multi-output fusion: runtime.CPU_XLA_FLAGS, which train.py puts in XLA_FLAGS.
 XLA reads XLA_FLAGS once, when JAX starts its CPU backend, so each setting runs in its own
 process; the settings alternate, round after round, so machine noise hits all of them.
-Each process times train.py's step (training.train_steps, 4 steps per call, batch 64).
+Each process times train.py's calls (loop.Dispatch: 4 unrolled steps a call, batch 64).
 """
 import argparse
 import json
@@ -15,39 +17,39 @@ import sys
 import time
 from pathlib import Path
 
-import report as report_lib
+import output
 
-YNN_DOTS_ONLY = '--xla_cpu_experimental_ynn_fusion_type=individual_dot'
-MULTI_OUTPUT = '--xla_backend_extra_options=xla_cpu_use_multi_output_fusion'
-SETTINGS = {
-    'xla defaults': '',
-    'convolutions on eigen': YNN_DOTS_ONLY,
-    'multi-output fusion': MULTI_OUTPUT,
-    'both (what jax_ae sets)': f'{YNN_DOTS_ONLY} {MULTI_OUTPUT}',
+SETTINGS = {  # name: (per-compilation options, the XLA_FLAGS of train.py)
+    'xla defaults': (False, False),
+    'convolutions on eigen': (True, False),
+    'multi-output fusion': (False, True),
+    'both (what train.py uses)': (True, True),
 }
-BATCH, STEPS_PER_CALL, CALLS = 64, 4, 6
+BATCH, CALLS = 64, 6
 
 
-def child(flags):
-  """Milliseconds per training step with XLA_FLAGS exactly `flags`."""
-  import jax_ae  # noqa: F401  (sets its flags: replaced below, before JAX starts)
-  os.environ['XLA_FLAGS'] = flags
-  import jax
+def child(options, flags):
+  """Milliseconds per training step with the options given or not."""
+  os.environ.pop('XLA_FLAGS', None)
+  from jax_ae import loop, parallel, runtime, update
+  if flags:
+    runtime.set_cpu_xla_flags()
   import numpy as np
-  from jax_ae import training
-  images = jax.device_put(np.random.default_rng(0).integers(0, 256, (60_000, 28, 28, 1),
-                                                            np.uint8))
-  hyper = dict(lr=1e-4, weight_decay=1e-6)
-  state = training.init_state(0, training.make_optimizer(**hyper))
+  plan = update.plan_steps('cpu')
+  mesh = parallel.make_mesh('auto', BATCH)
+  optimizer = update.make_optimizer(1e-4, 1e-6)
+  state = parallel.replicated_init(lambda: update.init_state(0, optimizer), mesh)
+  images = np.random.default_rng(0).integers(0, 256, (60_000, 28, 28, 1), np.uint8)
+  dispatch = loop.Dispatch(optimizer, plan, mesh, images, 0, BATCH,
+                           runtime.compiler_options('cpu') if options else {})
+  dispatch.compile(state, plan.steps_per_call)
   seconds = []
-  for call in range(CALLS + 2):  # two calls to compile and warm up
-    indices = training.batch_schedule(0, len(images), BATCH, call * STEPS_PER_CALL,
-                                      STEPS_PER_CALL)
+  for call in range(CALLS + 2):  # two calls to warm up
     start = time.perf_counter()
-    state, losses = training.train_steps(state, images, indices, **hyper)
+    state, losses = dispatch(state, call * plan.steps_per_call, plan.steps_per_call)
     np.asarray(losses)
     seconds.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(seconds[2:]) / STEPS_PER_CALL
+  return 1e3 * statistics.median(seconds[2:]) / plan.steps_per_call
 
 
 def main(argv=None):
@@ -57,26 +59,31 @@ def main(argv=None):
   parser.add_argument('--child', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.child is not None:
-    print(json.dumps(child(args.child)))
+    print(json.dumps(child(*SETTINGS[args.child])))
     return 0
   ms = {name: [] for name in SETTINGS}
   for round_ in range(args.rounds):
-    for name, flags in SETTINGS.items():
-      out = subprocess.run([sys.executable, __file__, f'--child={flags}'], check=True,
-                           capture_output=True, text=True).stdout
+    for name in SETTINGS:
+      env = {key: value for key, value in os.environ.items()
+             if key not in ('XLA_FLAGS', 'JAX_AE_XLA_OPTIONS')}
+      out = subprocess.run([sys.executable, __file__, f'--child={name}'], check=True,
+                           capture_output=True, text=True, env=env).stdout
       ms[name].append(json.loads(out.splitlines()[-1]))
       print(f'round {round_ + 1}/{args.rounds}: {name}: {ms[name][-1]:.1f} ms/step',
             file=sys.stderr)
+  from jax_ae import runtime
   default = statistics.median(ms['xla defaults'])
   report = {
-      'batch_size': BATCH, 'steps_per_call': STEPS_PER_CALL, 'calls_timed': CALLS,
-      'rounds': args.rounds, 'load_average_at_start': os.getloadavg(),
-      'settings': SETTINGS,
+      'batch_size': BATCH, 'calls_timed': CALLS, 'rounds': args.rounds,
+      'machine': output.machine(),
+      'settings': {name: {'compiler_options': runtime.CPU_COMPILER_OPTIONS if options else {},
+                          'XLA_FLAGS': runtime.CPU_XLA_FLAGS if flags else {}}
+                   for name, (options, flags) in SETTINGS.items()},
       'ms_per_step': ms,
       'speedup_over_xla_defaults': {name: default / statistics.median(times)
                                     for name, times in ms.items()},
   }
-  report_lib.emit(report, args.out)
+  output.emit(report, args.out)
   return 0
 
 

@@ -62,9 +62,9 @@ def _train(config, dataset, mesh, plan, compiler_options, run, signals, started)
   total_steps = config.total_steps(dataset.name, num_train)
   eval_every = config.eval_interval(num_train)
   optimizer = update.make_optimizer(config.lr, config.weight_decay)
-  state = run.restore_latest(parallel.replicate(update.init_state(config.seed, optimizer), mesh))
+  state = run.restore_latest(parallel.replicated_init(
+      lambda: update.init_state(config.seed, optimizer), mesh))
   run.write_config(config)
-  images = parallel.replicate(dataset.train.images.reshape(num_train, -1), mesh)  # (N, 784)
   step = saved_step = int(state.step)
   say = tqdm.write if run.writer else lambda line: None
   where = runtime.describe()
@@ -74,55 +74,42 @@ def _train(config, dataset, mesh, plan, compiler_options, run, signals, started)
     say(f'warning: step {step}, where the run stopped, is inside a call of this run\'s '
         'schedule (its length changed): it will end within rounding of an uninterrupted run, '
         'not bit for bit')
-
-  def rows(step, length):  # (K, B) rows of the batches of steps step .. step + K - 1
-    return parallel.shard_batches(update.batch_schedule(
-        config.seed, num_train, config.batch_size, step, length), mesh)
-
-  programs = {}
-
-  def program(length):  # compiled on first use: K steps a call, and 1 for segments' tails
-    if length not in programs:
-      bar.set_description('compiling')
-      began, cache_hits = time.perf_counter(), runtime.cache_hits()
-      programs[length] = parallel.compile_train_steps(
-          update.make_train_steps(optimizer, plan), mesh, state, images, rows(0, length),
-          compiler_options)
-      seconds, cached = time.perf_counter() - began, runtime.cache_hits() > cache_hits
-      run.log({'event': 'compile', 'step': step, 'steps_per_call': length,
-               'seconds': round(seconds, 3), 'cached': cached})
-      say(f'training step ({length} per call) '
-          f'{"loaded from the compilation cache" if cached else "compiled"} in {seconds:.1f} s')
-      bar.set_description('training')
-    return programs[length]
+  dispatch = Dispatch(optimizer, plan, mesh, dataset.train.images, config.seed,
+                      config.batch_size, compiler_options)
+  peers = parallel.PeerWatch(lambda: (
+      f'the last complete checkpoint (step {max(run.checkpoint_steps(), default=0)}) in '
+      f'{run.path} is usable: start every process again with --resume'))
 
   with tqdm(total=total_steps, initial=step, unit='step', dynamic_ncols=True,
             disable=not run.writer, desc='training') as bar:
     say(f'{where["backend"]}: {where["device_count"]} x {where["device_kind"]}, '
         f'{mesh.devices.size} in use, {where["process_count"]} process(es), '
         f'jax {where["versions"]["jax"]}')
-    segment_losses, log_losses, seconds, timed_steps = [], [], 0.0, 0
-    stopping = signals.agreed()
+    segment_losses, log_losses, call_seconds, timed_steps = [], [], 0.0, 0
+    with peers.waiting('agreeing whether to stop'):
+      stopping = signals.agreed()
     while step < total_steps and not stopping:
       segment_end = min((step // eval_every + 1) * eval_every, total_steps)
       length = update.call_length(step, segment_end, plan.steps_per_call)
-      train_steps = program(length)
+      if length not in dispatch.programs:
+        bar.set_description('compiling')
+        seconds, cached = dispatch.compile(state, length)
+        run.log({'event': 'compile', 'step': step, 'steps_per_call': length,
+                 'seconds': round(seconds, 3), 'cached': cached})
+        say(f'training step ({length} per call) '
+            f'{"loaded from the compilation cache" if cached else "compiled"} in {seconds:.1f} s')
+        bar.set_description('training')
       call_start = time.perf_counter()
-      state, losses = train_steps(state, images, rows(step, length))
-      losses = np.asarray(losses)  # waits for the device
-      seconds += time.perf_counter() - call_start
+      with peers.waiting(f'the call of steps {step + 1}..{step + length}'):
+        state, losses = dispatch(state, step, length)
+        losses = np.asarray(losses)  # waits for the device
+      call_seconds += time.perf_counter() - call_start
       if timed_steps == 0:
         # From train()'s start: loading the data, restoring, compiling, the first call.
         run.log({'event': 'first_update', 'step': step + length,
                  'seconds': round(time.perf_counter() - started, 3)})
       timed_steps += length
-      if not np.all(np.isfinite(losses)):
-        bad = int(np.argmin(np.isfinite(losses)))
-        kept = ('no checkpoint was written' if not run.checkpoint_steps() else
-                f'the last good checkpoint (step {max(run.checkpoint_steps())}) in {run.path} '
-                'is kept')
-        raise TrainingDiverged(f'loss is {losses[bad]} at step {step + bad + 1}: training '
-                               f'stopped; {kept}; try a lower --lr')
+      _check_finite(losses, step, run)
       for done, loss in enumerate(losses, start=step + 1):
         log_losses.append(loss)
         if done % rundir.TRAIN_LOG_EVERY == 0:
@@ -130,10 +117,11 @@ def _train(config, dataset, mesh, plan, compiler_options, run, signals, started)
           log_losses = []
       segment_losses.extend(losses)
       step += length
-      images_per_s = timed_steps * config.batch_size / seconds
+      images_per_s = timed_steps * config.batch_size / call_seconds
       bar.update(length)
       bar.set_postfix(loss=f'{losses[-1]:.4f}', img_s=f'{images_per_s:.0f}')
-      stopping = signals.agreed()
+      with peers.waiting('agreeing whether to stop'):
+        stopping = signals.agreed()
       if step == segment_end or (stopping and step > saved_step):
         test_mse = float(np.mean(inference.image_errors(parallel.local_copy(state.params),
                                                         dataset.test.images)))
@@ -142,7 +130,8 @@ def _train(config, dataset, mesh, plan, compiler_options, run, signals, started)
         run.log({'event': 'eval', 'step': step, 'epoch': round(step / steps_per_epoch, 3),
                  'train_loss': float(np.mean(segment_losses)), 'test_mse': test_mse,
                  'images_per_s': round(images_per_s, 1)})
-        run.save(state, test_mse)
+        with peers.waiting(f'the checkpoint of step {step}'):
+          run.save(state, test_mse)
         saved_step = step
         say(f'step {step}: train loss {np.mean(segment_losses):.5f}, test MSE/pixel '
             f'{test_mse:.5f}, {images_per_s:.0f} images/s')
@@ -154,6 +143,45 @@ def _train(config, dataset, mesh, plan, compiler_options, run, signals, started)
     raise Stopped(f'stopped by {signal.Signals(signum).name} at step {step}; {where}: '
                   f'continue with python train.py --workdir {run.path} --resume', signum)
   return state
+
+
+def _check_finite(losses, step, run):
+  if not np.all(np.isfinite(losses)):
+    bad = int(np.argmin(np.isfinite(losses)))
+    kept = ('no checkpoint was written' if not run.checkpoint_steps() else
+            f'the last good checkpoint (step {max(run.checkpoint_steps())}) in {run.path} is kept')
+    raise TrainingDiverged(f'loss is {losses[bad]} at step {step + bad + 1}: training stopped; '
+                           f'{kept}; try a lower --lr')
+
+
+class Dispatch:
+  """The calls of train steps as the loop makes them, for the loop and for bench/: the
+  training split on the devices as (N, 784) uint8 (see update.make_train_steps), the batch
+  rows of any step, and a program compiled ahead of time per call length."""
+
+  def __init__(self, optimizer, plan, mesh, train_images, seed, batch_size, compiler_options):
+    self.train_steps = update.make_train_steps(optimizer, plan)
+    self.mesh, self.seed, self.batch_size = mesh, seed, batch_size
+    self.compiler_options = compiler_options
+    self.images = parallel.replicate(train_images.reshape(len(train_images), -1), mesh)
+    self.programs = {}  # steps per call -> compiled program
+
+  def rows(self, step, length):
+    """(length, B) rows of the batches of steps step .. step + length - 1, split on the mesh."""
+    return parallel.shard_batches(update.batch_schedule(
+        self.seed, len(self.images), self.batch_size, step, length), self.mesh)
+
+  def compile(self, state, length):
+    """Compiles the program of `length` steps a call: (seconds, whether from the cache)."""
+    began, cache_hits = time.perf_counter(), runtime.cache_hits()
+    self.programs[length] = parallel.compile_train_steps(
+        self.train_steps, self.mesh, state, self.images, self.rows(0, length),
+        self.compiler_options)
+    return time.perf_counter() - began, runtime.cache_hits() > cache_hits
+
+  def __call__(self, state, step, length):
+    """(state, losses) after steps step + 1 .. step + length, in one call (asynchronous)."""
+    return self.programs[length](state, self.images, self.rows(step, length))
 
 
 def _is_call_boundary(step, eval_every, total_steps, steps_per_call):

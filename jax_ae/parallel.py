@@ -4,15 +4,25 @@ The batch is split along the mesh; the params, the optimizer state and the train
 are replicated, so the step is the same program on one device or many, and XLA inserts the
 gradient all-reduce.
 """
+import contextlib
 import os
+import sys
+import threading
+import time
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jax_ae.config import ConfigError
+from jax_ae.errors import UserError
 
 BY_HAND = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
+PEER_TIMEOUT = 'JAX_AE_PEER_TIMEOUT'  # seconds a process waits for the others, default 60
+
+
+def peer_timeout(environ=os.environ):
+  return float(environ.get(PEER_TIMEOUT) or 60)
 
 
 def initialize_distributed(environ=os.environ):
@@ -39,9 +49,16 @@ def initialize_distributed(environ=os.environ):
     if not host or not port.isdigit():
       raise ConfigError(f'JAX_COORDINATOR_ADDRESS must be host:port (process 0\'s), got '
                         f'{address!r}')
-    jax.distributed.initialize(address, int(count), int(index))
+    jax.distributed.initialize(address, int(count), int(index),
+                               heartbeat_timeout_seconds=_heartbeat_timeout(environ))
   elif _in_cluster(environ):
-    jax.distributed.initialize()
+    jax.distributed.initialize(heartbeat_timeout_seconds=_heartbeat_timeout(environ))
+
+
+def _heartbeat_timeout(environ):
+  # Longer than PeerWatch's wait, which ends a process with one line: JAX's check would end
+  # it with an abort and a stack trace.
+  return int(max(100, 2 * peer_timeout(environ)))
 
 
 def _in_cluster(environ):
@@ -86,6 +103,11 @@ def batch_split(mesh):
   return NamedSharding(mesh, PartitionSpec(None, 'batch'))
 
 
+def replicated_init(init, mesh):
+  """init() computed in one compiled program, straight onto every device of the mesh."""
+  return jax.jit(init, out_shardings=replicated(mesh))()
+
+
 def replicate(tree, mesh):
   return jax.tree.map(lambda leaf: _global_array(np.asarray(leaf), replicated(mesh)), tree)
 
@@ -110,6 +132,52 @@ def compile_train_steps(train_steps, mesh, state, images, batch_indices, compile
                    out_shardings=(replicated(mesh), replicated(mesh)))
   return jitted.lower(state, images, batch_indices).compile(
       compiler_options=compiler_options or None)
+
+
+class PeerLost(UserError):
+  """A collective of a job of several processes failed: another process has stopped."""
+
+
+class PeerWatch:
+  """Waits on the other processes of a job, ended in one line when one of them has died:
+  a collective that fails (gloo sees the connection close) raises PeerLost, and one that
+  hangs past the peer timeout ends this process. Does nothing in a job of one process."""
+
+  def __init__(self, advice):
+    self.advice = advice  # () -> what to do, e.g. which checkpoint to resume from
+    self.timeout = peer_timeout()
+    self._waiting = None  # (since, what)
+    self.several = jax.process_count() > 1
+    if self.several:
+      threading.Thread(target=self._watch, daemon=True).start()
+
+  @contextlib.contextmanager
+  def waiting(self, what):
+    """A context in which this process waits on the others, doing `what`."""
+    self._waiting = (time.monotonic(), what)
+    try:
+      yield
+    except Exception as error:
+      if not self.several:
+        raise
+      while error.__cause__ is not None:  # the collective's own message, not a wrapper's
+        error = error.__cause__
+      reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
+      raise PeerLost(f'process {jax.process_index()} failed in {what} ({reason}): another '
+                     f'process has probably stopped; {self.advice()}') from None
+    finally:
+      self._waiting = None
+
+  def _watch(self):
+    while True:
+      time.sleep(0.5)
+      waiting = self._waiting
+      if waiting and time.monotonic() - waiting[0] > self.timeout:
+        sys.stderr.write(f'\nerror: process {jax.process_index()} waited {self.timeout:.0f} s in '
+                         f'{waiting[1]}: another process has probably stopped; '
+                         f'{self.advice()}\n')
+        sys.stderr.flush()
+        os._exit(1)  # the main thread is stuck in the collective
 
 
 def local_copy(tree):

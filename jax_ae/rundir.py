@@ -90,13 +90,15 @@ class Run:
     return [r for r in records if event is None or r.get('event') == event]
 
   def log(self, record):
-    """Appends a record to metrics.jsonl, on the disk when this returns."""
+    """Appends a record to metrics.jsonl; an 'eval' record, and every one before it, is on
+    the disk when this returns, before its checkpoint is written."""
     if not self.writer:
       return
     with open(self.path / 'metrics.jsonl', 'a') as log:
       log.write(json.dumps(record) + '\n')
-      log.flush()
-      os.fsync(log.fileno())
+      if record['event'] == 'eval':
+        log.flush()
+        os.fsync(log.fileno())
 
   def checkpoint_steps(self):
     """The steps of the complete checkpoints (Orbax renames a save's folder when it is done)."""
@@ -114,11 +116,12 @@ class Run:
                          metrics={'test_mse': float(test_mse)})
       self._manager.wait_until_finished()
     except Exception as error:  # a full disk, a lost mount: Orbax raises various types
-      reason = 'no space left on device' if 'No space left' in str(error) else _reason(error)
+      full = 'No space left' in str(error)
       kept = 'no earlier checkpoint' if previous is None else f'the checkpoint of step {previous}'
-      raise CheckpointError(f'could not write the checkpoint of step {step} in '
-                            f'{self.checkpoints} ({reason}); {kept} is intact: free some space '
-                            'and run again with --resume') from error
+      raise CheckpointError(
+          f'could not write the checkpoint of step {step} in {self.checkpoints} '
+          f'({"no space left on device" if full else _reason(error)}); {kept} is intact: '
+          f'{"free some space" if full else "mend that"} and run again with --resume') from error
 
   def restore_latest(self, like_state):
     """The newest readable checkpoint's state (like_state itself when there is none).
