@@ -63,7 +63,7 @@ class Run:
 
   def __init__(self, path, writer):
     self.path = Path(path)
-    self.checkpoints = self.path / 'checkpoints'
+    self.checkpoints = self.path.absolute() / 'checkpoints'  # Orbax misreads relative paths
     self.writer = writer  # one process of a job writes the config and the log
     self._lock = None
     self._manager = None  # Orbax's, for saving: opened when the restore has checked the folder

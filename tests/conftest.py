@@ -1,3 +1,4 @@
+import subprocess
 import tempfile
 
 import jax
@@ -23,3 +24,22 @@ def float32_matmuls():
   pytestmark = pytest.mark.usefixtures('float32_matmuls')."""
   with jax.default_matmul_precision('highest'):
     yield
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+  """mount(name, options): a tmpfs mounted at tmp_path / name (skips where it may not)."""
+  mounted = []
+
+  def mount(name, options):
+    folder = tmp_path / name
+    folder.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(folder)],
+                      capture_output=True).returncode:
+      pytest.skip('needs permission to mount a tmpfs')
+    mounted.append(folder)
+    return folder
+
+  yield mount
+  for folder in mounted:
+    subprocess.run(['umount', str(folder)], check=True)

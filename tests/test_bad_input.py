@@ -1,7 +1,6 @@
 """Every mistake a user can make at the command line: exit code 2, one line on stderr that
 says what to do, and nothing written or lost."""
 import hashlib
-import subprocess
 
 import numpy as np
 import pytest
@@ -173,19 +172,9 @@ def test_a_workdir_that_is_a_file(tmp_path, tiny_data, capsys):
   assert (tmp_path / 'file').read_text() == 'mine'
 
 
-@pytest.fixture
-def read_only_folder(tmp_path):
-  mount = tmp_path / 'read-only'
-  mount.mkdir()
-  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=1M', 'tmpfs', str(mount)],
-                    capture_output=True).returncode:
-    pytest.skip('needs permission to mount a tmpfs')
-  yield mount
-  subprocess.run(['umount', str(mount)], check=True)
-
-
-def test_a_workdir_that_cannot_be_written(read_only_folder, tiny_data, capsys):
-  assert_refused(['--data', tiny_data, '--batch-size', 8, '--workdir', read_only_folder / 'run'],
+def test_a_workdir_that_cannot_be_written(tmpfs, tiny_data, capsys):
+  read_only = tmpfs('read-only', 'ro,size=1M')
+  assert_refused(['--data', tiny_data, '--batch-size', 8, '--workdir', read_only / 'run'],
                  'cannot be written (Read-only file system)', capsys)
 
 

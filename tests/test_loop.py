@@ -68,6 +68,16 @@ def test_resume_ends_with_the_uninterrupted_params(full_run, tiny_data, tmp_path
   assert_trees_equal(resumed, uninterrupted)
 
 
+def test_a_relative_workdir_resumes_and_restores(full_run, tiny_data, tmp_path, monkeypatch):
+  _, uninterrupted = full_run
+  monkeypatch.chdir(tmp_path)
+  loop.train(tiny_config(tiny_data, steps=3), 'runs/relative')
+  resumed = loop.train(tiny_config(tiny_data), 'runs/relative', resume=True)
+  assert_trees_equal(resumed, uninterrupted)
+  params, step = rundir.open_for_reading('runs/relative').load_params(step=6)
+  assert_trees_equal(params, uninterrupted.params)
+
+
 def test_a_longer_run_continues_exactly_from_a_call_boundary(tiny_data, tmp_path, capsys):
   # 4 steps a call, evaluations every 5: calls of 4 and 1 steps. Step 4 ends a call of the
   # 10-step run, step 3 does not: resumed from there, the run warns that it is not exact.
