@@ -22,7 +22,11 @@ PEER_TIMEOUT = 'JAX_AE_PEER_TIMEOUT'  # seconds a process waits for the others, 
 
 
 def peer_timeout(environ=os.environ):
-  return float(environ.get(PEER_TIMEOUT) or 60)
+  value = environ.get(PEER_TIMEOUT) or '60'
+  try:
+    return float(value)
+  except ValueError:
+    raise ConfigError(f'{PEER_TIMEOUT} must be a number of seconds, got {value!r}') from None
 
 
 def initialize_distributed(environ=os.environ):
@@ -49,8 +53,14 @@ def initialize_distributed(environ=os.environ):
     if not host or not port.isdigit():
       raise ConfigError(f'JAX_COORDINATOR_ADDRESS must be host:port (process 0\'s), got '
                         f'{address!r}')
-    jax.distributed.initialize(address, int(count), int(index),
-                               heartbeat_timeout_seconds=_heartbeat_timeout(environ))
+    try:
+      jax.distributed.initialize(address, int(count), int(index),
+                                 heartbeat_timeout_seconds=_heartbeat_timeout(environ))
+    except Exception as error:  # JAX raises various types: unreachable, timed out, port taken
+      reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
+      raise ConfigError(f'process {index} could not join the job at {address} ({reason}): '
+                        'start every process with the same address, reachable from all, and '
+                        'a port that is free on process 0\'s host') from None
   elif _in_cluster(environ):
     jax.distributed.initialize(heartbeat_timeout_seconds=_heartbeat_timeout(environ))
 

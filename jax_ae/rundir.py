@@ -1,9 +1,10 @@
 """A run directory, the one owner of its files:
 
   config.json    the Config the run was made with (the data and the steps per call resolved)
-  metrics.jsonl  one JSON record a line: 'start' (where and how a process ran it), 'train'
-                 (the mean loss of every TRAIN_LOG_EVERY steps), 'eval' (the test MSE, written
-                 just before the checkpoint of that step)
+  metrics.jsonl  one JSON record a line: 'start' (where and how a process ran it), 'compile'
+                 (a program's compile seconds), 'first_update', 'train' (the mean loss of every
+                 TRAIN_LOG_EVERY steps), 'eval' (the test MSE, on the disk before the
+                 checkpoint of that step is written)
   checkpoints/   Orbax checkpoints of the whole train state: the latest KEEP_LATEST and the best
   damaged/       checkpoints that could not be read, moved out of the way by a resume, never
                  deleted
@@ -54,8 +55,21 @@ def latest_workdir():
 def resume_config(workdir, **flags):
   """The Config of the run in workdir with the flags given now over it (Config() if none)."""
   path = Path(workdir) / 'config.json'
-  saved = json.loads(path.read_text()) if path.is_file() else {}
-  return Config(**{**saved, **flags})
+  return Config(**{**(_read_config(path) if path.is_file() else {}), **flags})
+
+
+def _read_config(path):
+  """config.json's fields, checked: a damaged or foreign file is one line, not a traceback."""
+  try:
+    saved = json.loads(path.read_text())
+  except (OSError, ValueError) as error:
+    raise RunDirError(f'{path} cannot be read ({_reason(error)}): restore it, or choose another '
+                      '--workdir') from None
+  fields = {field.name for field in dataclasses.fields(Config)}
+  if not isinstance(saved, dict) or not set(saved) <= fields:
+    raise RunDirError(f'{path} is not the config.json of a jax-ae run: restore it, or choose '
+                      'another --workdir')
+  return saved
 
 
 class Run:
@@ -70,7 +84,7 @@ class Run:
 
   @property
   def config(self):
-    return Config(**json.loads((self.path / 'config.json').read_text()))
+    return Config(**_read_config(self.path / 'config.json'))
 
   def write_config(self, config):
     if self.writer:
@@ -262,7 +276,7 @@ def open_for_training(path, config, resume, writer=True):
     raise RunDirError(f'{path} already holds a run: pass --resume to continue it, or choose '
                       'another --workdir')
   if holds_run:
-    saved = json.loads((path / 'config.json').read_text())
+    saved = _read_config(path / 'config.json')
     changed = [name for name in TRAJECTORY_FIELDS if saved.get(name) != getattr(config, name)]
     if changed:
       was = ', '.join(f'{name}={saved.get(name)!r}' for name in changed)

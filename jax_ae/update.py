@@ -1,7 +1,8 @@
 """The jitted update: the train state, the optimizer, and how a call runs several steps.
 
 Pure functions over pytrees. The host loop (jax_ae/loop.py) builds the optimizer and the
-step plan once, compiles train_steps once, and calls that one program for the whole run.
+step plan once, compiles train_steps ahead of time (for K steps a call, and for one), and
+calls those programs for the whole run.
 """
 import dataclasses
 import functools

@@ -137,6 +137,17 @@ def test_resume_with_other_settings_is_refused(trained, capsys, flags):
   assert snapshot(workdir) == before
 
 
+@pytest.mark.parametrize('content', ['{"data": "mnist5k", "ste', '{"learning_rate": 1}'])
+def test_a_damaged_config_json_is_one_line(trained, tmp_path, capsys, content):
+  _, config = trained
+  workdir = tmp_path / 'damaged'
+  loop.train(config, workdir)
+  (workdir / 'config.json').write_text(content)
+  before = snapshot(workdir)
+  assert_refused(['--workdir', workdir, '--resume'], 'config.json', capsys)
+  assert snapshot(workdir) == before
+
+
 def test_checkpoint_of_another_model_is_refused(trained, tmp_path, capsys):
   _, config = trained
   workdir = tmp_path / 'other'
