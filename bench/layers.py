@@ -15,7 +15,6 @@ from pathlib import Path
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import output
 from jax_ae import runtime

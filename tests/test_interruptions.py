@@ -123,6 +123,8 @@ def test_a_second_ctrl_c_stops_at_once_and_the_last_checkpoint_resumes(
 def test_kill_9_mid_checkpoint_then_resume(data, tmp_path, environment):
   workdir = tmp_path / 'run'
   flags = ['--data', data, '--steps', 30, '--batch-size', BATCH, '--eval-every', 2]
+  uninterrupted = loop.train(Config(data=data, steps=30, batch_size=BATCH, eval_every=2),
+                             tmp_path / 'whole')
   process = subprocess.Popen(train_py(workdir, environment, *map(str, flags)), env=environment,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   checkpoints = workdir / 'checkpoints'
@@ -140,4 +142,6 @@ def test_kill_9_mid_checkpoint_then_resume(data, tmp_path, environment):
   finished = resume(workdir, environment)  # the dead process's lock does not block it
   assert finished.returncode == 0, finished.stderr[-2000:]
   assert not [p for p in checkpoints.glob('*') if 'tmp' in p.name]
-  assert rundir.open_for_reading(workdir).checkpoint_steps()[-1] == 30
+  params, _ = rundir.open_for_reading(workdir).load_params(step=30)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(uninterrupted.params), strict=True):
+    np.testing.assert_array_equal(a, b)

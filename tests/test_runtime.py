@@ -7,7 +7,6 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import pytest
 
 from jax_ae import runtime
 
