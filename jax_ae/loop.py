@@ -1,5 +1,6 @@
-"""The host loop: the data to the device, one compiled program called for the whole run,
-evaluations, checkpoints, the log, and stopping cleanly on SIGINT or SIGTERM."""
+"""The host loop: the data to the device, the training step compiled once per call length
+(two programs at most), evaluations, checkpoints, the log, and stopping cleanly on SIGINT or
+SIGTERM."""
 import dataclasses
 import os
 import signal
