@@ -42,14 +42,17 @@ class Config:
     if not 0 <= self.seed < 2**32:  # numpy's seeds are unsigned
       raise ConfigError(f'--seed must be an integer from 0 to {2**32 - 1}, got {self.seed}')
 
+  def steps_per_epoch(self, num_train):
+    return num_train // self.batch_size  # the last partial batch is dropped
+
   def total_steps(self, dataset_name, num_train):
     if self.steps is not None:
       return self.steps
     epochs = self.epochs or SMALL_DATA_EPOCHS.get(dataset_name, LAB_EPOCHS)
-    return epochs * (num_train // self.batch_size)
+    return epochs * self.steps_per_epoch(num_train)
 
   def eval_interval(self, num_train):
-    return self.eval_every or num_train // self.batch_size
+    return self.eval_every or self.steps_per_epoch(num_train)
 
 
 # Fields that change the trajectory of a run, so a resume must agree on them. Evaluation

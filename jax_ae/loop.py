@@ -59,7 +59,7 @@ def train(config, workdir, resume=False, plan=None):
 
 def _train(config, dataset, mesh, plan, compiler_options, run, signals, started):
   num_train = len(dataset.train.images)
-  steps_per_epoch = num_train // config.batch_size
+  steps_per_epoch = config.steps_per_epoch(num_train)
   total_steps = config.total_steps(dataset.name, num_train)
   eval_every = config.eval_interval(num_train)
   optimizer = update.make_optimizer(config.lr, config.weight_decay)
