@@ -49,15 +49,7 @@ def main(argv=None):
       workdir = args.workdir or rundir.latest_workdir()
       if workdir is None:
         raise ConfigError('found no run under runs/: pass the --workdir of a train.py run')
-      out = Path(args.out) if args.out else Path(workdir) / 'analysis'
-      run = rundir.open_for_reading(workdir)
-      try:
-        params, step = run.load_params()
-        config, records = run.config, run.records()
-      finally:
-        run.close()
-      study.analyze(params, config.data, {'workdir': str(workdir), 'checkpoint_step': step}, out,
-                    records)
+      out = study.analyze_run(workdir, args.out)
   except UserError as error:
     print(f'error: {error}', file=sys.stderr)
     return 2

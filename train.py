@@ -22,6 +22,9 @@ FLAG_HELP = {
     'lr': 'Adam learning rate (the lab: 1e-4)',
     'weight_decay': "L2 added to the gradient, as PyTorch's Adam(weight_decay=) (the lab: 1e-6)",
     'seed': 'seeds the initial weights and the order of the batches',
+    'latent_dim': "size of the code between encoder and decoder (the lab's: 576 = 64 x 3 x 3)",
+    'init': "initial weights: torch (PyTorch's default initialization, the lab's) or flax "
+            "(Flax's layer defaults)",
     'eval_every': 'updates between test evaluations and checkpoints (default: one epoch)',
     'steps_per_dispatch': 'updates per compiled call (default: 4 on CPU, unrolled; 64 on GPU '
                           'and TPU, in a lax.scan)',
@@ -34,7 +37,7 @@ FLAG_HELP = {
 def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__)
   for field in dataclasses.fields(Config):
-    kind = {'data': str, 'devices': str, 'lr': float, 'weight_decay': float}.get(field.name, int)
+    kind = {'data': str, 'devices': str, 'init': str, 'lr': float, 'weight_decay': float}.get(field.name, int)
     parser.add_argument('--' + field.name.replace('_', '-'), type=kind,
                         default=argparse.SUPPRESS, help=FLAG_HELP[field.name])
   parser.add_argument('--workdir', help='where checkpoints, config.json and metrics.jsonl go '

@@ -4,6 +4,7 @@ import dataclasses
 import numpy as np
 
 from jax_ae.errors import UserError
+from jax_ae.model import INITS, LATENT_DIM
 
 # On the 4,000 bundled training digits the lab's 10 epochs are only 625 updates, which leave
 # blurry reconstructions; 40 epochs (2,500 updates) show what the model can do.
@@ -25,12 +26,15 @@ class Config:
   lr: float = 1e-4
   weight_decay: float = 1e-6  # coupled L2, as PyTorch's Adam applies it
   seed: int = 0
+  latent_dim: int = LATENT_DIM  # the code's size: the encoder's last Dense, the decoder's first
+  init: str = 'torch'  # 'torch': PyTorch's initialization, the lab's; 'flax': Flax's defaults
   eval_every: int | None = None  # steps between test evaluations and checkpoints; None: each epoch
   steps_per_dispatch: int | None = None  # updates per compiled call; None: the backend's default
   devices: str = 'auto'  # 'auto', 'all' or how many of jax.devices() share each batch
 
   def __post_init__(self):
-    for name in ('epochs', 'steps', 'batch_size', 'eval_every', 'steps_per_dispatch'):
+    for name in ('epochs', 'steps', 'batch_size', 'latent_dim', 'eval_every',
+                 'steps_per_dispatch'):
       value = getattr(self, name)
       if value is not None and value <= 0:
         raise ConfigError(f'--{name.replace("_", "-")} must be a positive integer, got {value}')
@@ -39,6 +43,8 @@ class Config:
     if not 0 <= self.weight_decay <= FLOAT32_MAX:
       raise ConfigError(f'--weight-decay must be zero or a positive finite number, got '
                         f'{self.weight_decay}')
+    if self.init not in INITS:
+      raise ConfigError(f'--init must be one of {", ".join(INITS)}, got {self.init!r}')
     if not 0 <= self.seed < 2**32:  # numpy's seeds are unsigned
       raise ConfigError(f'--seed must be an integer from 0 to {2**32 - 1}, got {self.seed}')
 
@@ -58,5 +64,5 @@ class Config:
 # Fields that change the trajectory of a run, so a resume must agree on them. Evaluation
 # points and the steps per call are among them: they set the boundaries of the compiled
 # calls (update.call_length), and a step's rounding depends on the call it runs in.
-TRAJECTORY_FIELDS = ('data', 'batch_size', 'lr', 'weight_decay', 'seed', 'eval_every',
-                     'steps_per_dispatch')
+TRAJECTORY_FIELDS = ('data', 'batch_size', 'lr', 'weight_decay', 'seed', 'latent_dim', 'init',
+                     'eval_every', 'steps_per_dispatch')

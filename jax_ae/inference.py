@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_ae.model import AutoEncoder
+from jax_ae.model import model_of
 from jax_ae.update import to_float
 
 BATCH = 500
@@ -16,23 +16,23 @@ BATCH = 500
 @jax.jit
 def _image_errors(params, images):
   batch = to_float(images)
-  recon = AutoEncoder().apply({'params': params}, batch)
+  recon = model_of(params).apply({'params': params}, batch)
   return jnp.mean((recon - batch) ** 2, axis=(1, 2, 3))  # (B,)
 
 
 @jax.jit
 def _encode(params, images):
-  return AutoEncoder().apply({'params': params}, to_float(images), method='encode')
+  return model_of(params).apply({'params': params}, to_float(images), method='encode')
 
 
 @jax.jit
 def _reconstruct(params, images):
-  return AutoEncoder().apply({'params': params}, to_float(images))
+  return model_of(params).apply({'params': params}, to_float(images))
 
 
 @jax.jit
 def _decode(params, codes):
-  return AutoEncoder().apply({'params': params}, codes, method='decode')
+  return model_of(params).apply({'params': params}, codes, method='decode')
 
 
 def _batched(fn, params, inputs):
@@ -52,7 +52,7 @@ def image_errors(params, images):
 
 
 def encode(params, images):
-  """Latent codes of uint8 (N, 28, 28, 1) images, (N, 576)."""
+  """Latent codes of uint8 (N, 28, 28, 1) images, (N, D)."""
   return _batched(_encode, params, images)
 
 
@@ -62,5 +62,5 @@ def reconstruct(params, images):
 
 
 def decode(params, codes):
-  """Images in [0, 1] from latent codes, (N, 576) -> (N, 28, 28, 1)."""
+  """Images in [0, 1] from latent codes, (N, D) -> (N, 28, 28, 1)."""
   return _batched(_decode, params, np.asarray(codes, np.float32))

@@ -64,7 +64,7 @@ def _train(config, dataset, mesh, plan, compiler_options, run, signals, started)
   eval_every = config.eval_interval(num_train)
   optimizer = update.make_optimizer(config.lr, config.weight_decay)
   state = run.restore_latest(parallel.replicated_init(
-      lambda: update.init_state(config.seed, optimizer), mesh))
+      lambda: update.init_state(config.seed, optimizer, config.latent_dim, config.init), mesh))
   run.write_config(config)
   step = saved_step = int(state.step)
   say = tqdm.write if run.writer else lambda line: None

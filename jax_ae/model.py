@@ -8,6 +8,9 @@ versions slowly (results/bench/layers.json): the 2x2 max-pool and the 64-channel
 convolution. Both compute exactly what nn.max_pool and nn.ConvTranspose compute, with the same
 parameters and the same gradients; tests/test_model.py holds them to that.
 """
+import functools
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -15,10 +18,13 @@ from jax import lax
 
 IMAGE_SHAPE = (28, 28, 1)
 LATENT_DIM = 576  # 64 * 3 * 3, the lab's code size
+INITS = ('torch', 'flax')  # the lab's PyTorch reset_parameters, or Flax's layer defaults
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 class Encoder(nn.Module):
+  latent_dim: int = LATENT_DIM
+
   @nn.compact
   def __call__(self, images):  # (B, 28, 28, 1) in [0, 1]
     # relu(max_pool(x)) == max_pool(relu(x)); pooling first runs the ReLU on 4x fewer values.
@@ -27,12 +33,12 @@ class Encoder(nn.Module):
     x = x.reshape(x.shape[0], -1)  # (B, 3136)
     x = nn.relu(nn.Dense(1600, name='fc1')(x))  # (B, 1600)
     # The code stays linear: a ReLU here would zero out dimensions the PCA study looks at.
-    return nn.Dense(LATENT_DIM, name='fc2')(x)  # (B, 576)
+    return nn.Dense(self.latent_dim, name='fc2')(x)  # (B, D)
 
 
 class Decoder(nn.Module):
   @nn.compact
-  def __call__(self, codes):  # (B, 576)
+  def __call__(self, codes):  # (B, D)
     x = nn.relu(nn.Dense(1600, name='fc1')(codes))  # (B, 1600)
     x = nn.relu(nn.Dense(3136, name='fc2')(x))  # (B, 3136)
     x = x.reshape(x.shape[0], 7, 7, 64)  # (B, 7, 7, 64)
@@ -43,8 +49,10 @@ class Decoder(nn.Module):
 
 
 class AutoEncoder(nn.Module):
+  latent_dim: int = LATENT_DIM
+
   def setup(self):
-    self.encoder = Encoder()
+    self.encoder = Encoder(self.latent_dim)
     self.decoder = Decoder()
 
   def __call__(self, images):
@@ -57,9 +65,40 @@ class AutoEncoder(nn.Module):
     return self.decoder(codes)
 
 
-@jax.jit  # one compiled init instead of a few hundred dispatched ops
-def init_params(rng):
-  return AutoEncoder().init(rng, jnp.zeros((1, *IMAGE_SHAPE)))['params']
+def model_of(params):
+  """The AutoEncoder whose parameters these are (its code size read off the encoder)."""
+  return AutoEncoder(params['encoder']['fc2']['kernel'].shape[-1])
+
+
+# One compiled init instead of a few hundred dispatched ops; the Flax draws that 'torch'
+# replaces are dead code there and XLA drops them.
+@functools.partial(jax.jit, static_argnames=('latent_dim', 'init'))
+def init_params(rng, latent_dim=LATENT_DIM, init='torch'):
+  """The model's params drawn from rng: PyTorch's initialization ('torch', the lab's) or
+  Flax's layer defaults ('flax': lecun_normal kernels, zero biases)."""
+  params = AutoEncoder(latent_dim).init(rng, jnp.zeros((1, *IMAGE_SHAPE)))['params']
+  return torch_init(rng, params) if init == 'torch' else params
+
+
+def torch_init(rng, params):
+  """What PyTorch's reset_parameters draws for each layer of the same shapes.
+
+  Linear, Conv2d and ConvTranspose2d all draw the weight with kaiming_uniform(a=sqrt(5)) and
+  the bias alike: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in being the weight's dimension 1
+  times the kernel's area. Every kernel here keeps those factors in all but its last axis:
+  Dense (in, out), Conv (kh, kw, in, out), and the transposed convolutions' (kh, kw, out, in),
+  which is where PyTorch's ConvTranspose2d gets its fan_in from its *output* channels.
+  """
+  layers = sorted((part, name) for part in params for name in params[part])
+  drawn = {part: {} for part in params}
+  for key, (part, name) in zip(jax.random.split(rng, len(layers)), layers):
+    layer = params[part][name]
+    bound = 1 / math.sqrt(math.prod(layer['kernel'].shape[:-1]))
+    kernel_key, bias_key = jax.random.split(key)
+    drawn[part][name] = {
+        kind: jax.random.uniform(k, layer[kind].shape, layer[kind].dtype, -bound, bound)
+        for kind, k in (('kernel', kernel_key), ('bias', bias_key))}
+  return drawn
 
 
 def torch_deconv(features, name=None):

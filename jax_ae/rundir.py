@@ -5,7 +5,7 @@
                  (a program's compile seconds), 'first_update', 'train' (the mean loss of every
                  TRAIN_LOG_EVERY steps), 'eval' (the test MSE, on the disk before the
                  checkpoint of that step is written)
-  checkpoints/   Orbax checkpoints of the whole train state: the latest KEEP_LATEST and the best
+  checkpoints/   Orbax checkpoints of the whole train state: the latest KEEP_LATEST
   damaged/       checkpoints that could not be read, moved out of the way by a resume, never
                  deleted
   .lock          held by the process that trains in it, released by the kernel when it dies
@@ -22,7 +22,6 @@ from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_managers as policies
 
 from jax_ae import update
 from jax_ae.config import TRAJECTORY_FIELDS, Config, ConfigError
@@ -126,8 +125,7 @@ class Run:
     try:
       if self._manager is None:
         self._manager = _open_manager(self.checkpoints)
-      self._manager.save(step, args=ocp.args.StandardSave(state),
-                         metrics={'test_mse': float(test_mse)})
+      self._manager.save(step, args=ocp.args.StandardSave(state))
       self._manager.wait_until_finished()
     except Exception as error:  # a full disk, a lost mount: Orbax raises various types
       full = 'No space left' in str(error)
@@ -172,7 +170,7 @@ class Run:
     return state
 
   def load_params(self, step=None):
-    """(params, step): the checkpoint of `step`, or the readable one of best test MSE.
+    """(params, step): the checkpoint of `step`, or the newest readable one.
 
     The params land on this host's first device, whatever devices the run used.
     """
@@ -181,7 +179,8 @@ class Run:
     like = jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
         jax.eval_shape(lambda: update.init_state(
-            config.seed, update.make_optimizer(config.lr, config.weight_decay))))
+            config.seed, update.make_optimizer(config.lr, config.weight_decay),
+            config.latent_dim, config.init)))
     steps = self.checkpoint_steps()
     if step is not None:
       if step not in steps:
@@ -194,12 +193,12 @@ class Run:
     if not steps:
       raise CheckpointError(f'{self.path} has no checkpoint yet: let train.py reach its first '
                             'evaluation')
-    test_mse = {r['step']: r['test_mse'] for r in self.records('eval')}
-    for step in sorted(steps, key=lambda s: (test_mse.get(s, float('inf')), -s)):
+    # The final one: choosing by test MSE would be a choice made on the test split.
+    for step in reversed(steps):
       try:
         return self._restore(step, like).params, step
       except _Damaged as damage:
-        print(f'warning: {damage}: using the next best checkpoint', file=sys.stderr)
+        print(f'warning: {damage}: using the one before', file=sys.stderr)
     raise CheckpointError(f'no checkpoint in {self.checkpoints} can be read: train again')
 
   def close(self):
@@ -318,13 +317,7 @@ def _lock(path):
 
 def _open_manager(directory):
   options = ocp.CheckpointManagerOptions(
-      best_fn=lambda metrics: metrics['test_mse'],
-      best_mode='min',
-      preservation_policy=policies.AnyPreservationPolicy([
-          policies.LatestN(n=KEEP_LATEST),
-          # BestN keeps the n largest values of the metric.
-          policies.BestN(get_metric_fn=lambda metrics: -metrics['test_mse'], n=1),
-      ]),
+      max_to_keep=KEEP_LATEST,
       # A save is written to a temporary folder and renamed when complete; a save cut
       # short (kill -9, full disk) leaves such a folder, removed on the next open.
       cleanup_tmp_directories=True,

@@ -6,6 +6,7 @@ into one folder: the figures of report.FIGURES, metrics.json (every number, and 
 measured), codes.npz (the test codes, labels and 2-D maps, for one's own plots) and report.md.
 """
 import json
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -13,7 +14,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
-from jax_ae import analysis, data, inference, plots, report
+from jax_ae import analysis, data, inference, plots, report, rundir
 
 PER_CLASS = 2  # reconstructions shown per class
 PAIRS, STEPS = 4, 8  # interpolations: pairs of test images, images per line
@@ -37,6 +38,20 @@ class Measured(NamedTuple):
   samples: np.ndarray  # (SAMPLES, 576) draws of the Gaussian fit to the training rows' codes
 
 
+def analyze_run(workdir, out=None, step=None):
+  """The study of a train.py run: restores its final checkpoint (or that of `step`) and
+  writes every file into out (default: workdir/analysis). Returns the folder written."""
+  run = rundir.open_for_reading(workdir)
+  try:
+    params, step = run.load_params(step)
+    config, records = run.config, run.records()
+  finally:
+    run.close()
+  out = Path(out) if out is not None else Path(workdir) / 'analysis'
+  analyze(params, config.data, {'workdir': str(workdir), 'checkpoint_step': step}, out, records)
+  return out
+
+
 def analyze(params, data_source, source, out, records=None):
   """Measures params on data_source and writes every file of the study into out.
 
@@ -44,6 +59,7 @@ def analyze(params, data_source, source, out, records=None):
   {'torch_weights'}; records: the run's metrics log (Run.records()), for the training curves,
   or None (PyTorch weights). Raises data.DataError for data the study cannot measure.
   """
+  out = Path(out)
   dataset = data.load_dataset(data_source)
   # The analysis measures: full float32 matmuls on every backend (GPUs default to TF32 and
   # TPUs to bf16 passes), so that a PyTorch model's test MSE is PyTorch's float32 one.

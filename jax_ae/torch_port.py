@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_ae.errors import UserError
-from jax_ae.model import init_params
+from jax_ae.model import LATENT_DIM, init_params
 
 # Each Flax layer, the lab's PyTorch module holding its weights (positions in the lab's
 # nn.Sequential), and which side of it is a flattened (64, 7, 7) feature map, if any.
@@ -40,8 +40,9 @@ class TorchWeightsError(UserError):
   """PyTorch weights that are not the lab's network; str() is one line that says what to do."""
 
 
-def torch_autoencoder():
-  """The lab's network in PyTorch (randomly initialised), NCHW: (B, 1, 28, 28) -> same.
+def torch_autoencoder(latent_dim=LATENT_DIM):
+  """The lab's network in PyTorch (PyTorch's own initialization), NCHW: (B, 1, 28, 28) ->
+  same, with a code of latent_dim (the lab's: 576).
 
   A Sequential of the two named halves: model.encoder and model.decoder, forward is
   decoder(encoder(x)), and the state_dict keys are the lab's ('encoder.0.weight', ...).
@@ -52,9 +53,9 @@ def torch_autoencoder():
   encoder = nn.Sequential(
       nn.Conv2d(1, 32, 5, 1, 2), nn.ReLU(), nn.MaxPool2d(2),
       nn.Conv2d(32, 64, 5, 1, 2), nn.ReLU(), nn.MaxPool2d(2),
-      nn.Flatten(), nn.Linear(3136, 1600), nn.ReLU(), nn.Linear(1600, 576))
+      nn.Flatten(), nn.Linear(3136, 1600), nn.ReLU(), nn.Linear(1600, latent_dim))
   decoder = nn.Sequential(
-      nn.Linear(576, 1600), nn.ReLU(), nn.Linear(1600, 3136), nn.ReLU(),
+      nn.Linear(latent_dim, 1600), nn.ReLU(), nn.Linear(1600, 3136), nn.ReLU(),
       nn.Unflatten(1, (64, 7, 7)),
       nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(),
       nn.ConvTranspose2d(64, 1, 4, 2, 1), nn.Sigmoid())
@@ -103,7 +104,7 @@ def _match_layers(state_dict):
       raise TorchWeightsError(f"this is not the lab's network: it holds '{key}', and the lab's "
                               'layers hold only a weight and a bias each')
     modules.setdefault(prefix, {})[kind] = tuple(np.shape(value))
-  expected = _torch_shapes()
+  expected = _torch_shapes(_latent_dim(modules))
   lab = {module: (expected[f'{module}.weight'], expected[f'{module}.bias'])
          for _, _, module, _ in LAYERS}
   by_shapes = {shapes: module for module, shapes in lab.items()}  # each layer's are unique
@@ -134,6 +135,15 @@ def _match_layers(state_dict):
                               f"the lab's {_describe(module)} (weight {lab[module][0]}, bias "
                               f'{lab[module][1]})')
   return found
+
+
+def _latent_dim(modules):
+  """The code size of a state_dict's layers: the encoder's last Linear is (D, 1600), which
+  no other layer is (fc1's is (1600, 3136)); the lab's 576 when none is."""
+  sizes = {shapes.get('weight', (0, 0))[0] for shapes in modules.values()
+           if len(shapes.get('weight', ())) == 2 and shapes['weight'][1] == 1600}
+  sizes.discard(3136)
+  return sizes.pop() if len(sizes) == 1 else LATENT_DIM
 
 
 def _describe(module):
@@ -194,9 +204,10 @@ def load_torch_weights(path):
 
 
 @functools.cache
-def _torch_shapes():
+def _torch_shapes(latent_dim):
   """{state_dict key: shape} of the lab's network, from this project's parameter tree."""
-  shapes = jax.eval_shape(init_params, jax.random.key(0))
+  shapes = jax.eval_shape(functools.partial(init_params, latent_dim=latent_dim),
+                          jax.random.key(0))
   expected = {}
   for part, layer, module, _ in LAYERS:
     kernel = shapes[part][layer]['kernel'].shape

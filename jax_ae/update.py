@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from jax_ae.config import ConfigError
-from jax_ae.model import IMAGE_SHAPE, AutoEncoder, init_params
+from jax_ae.model import IMAGE_SHAPE, LATENT_DIM, init_params, model_of
 
 # Updates per call. On GPUs and TPUs a call's steps run in a lax.scan: 64 keep the device
 # busy between the host's calls. On CPU they are unrolled into straight-line code, because
@@ -37,8 +37,8 @@ def make_optimizer(lr, weight_decay):
   return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(lr))
 
 
-def init_state(seed, optimizer):
-  params = init_params(jax.random.key(seed))
+def init_state(seed, optimizer, latent_dim=LATENT_DIM, init='torch'):
+  params = init_params(jax.random.key(seed), latent_dim, init)
   return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
 
@@ -49,7 +49,7 @@ def to_float(images):
 
 def mse_loss(params, images):
   """Mean squared error over every pixel of the batch, as torch.nn.MSELoss()."""
-  return jnp.mean((AutoEncoder().apply({'params': params}, images) - images) ** 2)
+  return jnp.mean((model_of(params).apply({'params': params}, images) - images) ** 2)
 
 
 @dataclasses.dataclass(frozen=True)

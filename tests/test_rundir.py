@@ -18,13 +18,14 @@ def new_run(path):
   return run
 
 
-def test_keeps_the_latest_three_and_the_best(tmp_path):
+def test_keeps_the_latest_three_and_analyses_the_final_one(tmp_path):
   run = new_run(tmp_path)
   for step, test_mse in enumerate([0.5, 0.1, 0.3, 0.4, 0.35, 0.2], start=1):
     run.log({'event': 'eval', 'step': step, 'test_mse': test_mse})
     run.save(state_at(step), test_mse)
-  assert run.checkpoint_steps() == [2, 4, 5, 6]
-  assert rundir.open_for_reading(tmp_path).load_params()[1] == 2  # the best
+  assert run.checkpoint_steps() == [4, 5, 6]
+  # Not step 2, the best by test MSE: that would be a choice made on the test split.
+  assert rundir.open_for_reading(tmp_path).load_params()[1] == 6
 
 
 def test_round_trip_is_exact(tmp_path):
@@ -45,19 +46,19 @@ def test_round_trip_is_exact(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-def test_analysis_falls_back_from_an_unreadable_best_checkpoint(tmp_path, capsys):
+def test_analysis_falls_back_from_an_unreadable_final_checkpoint(tmp_path, capsys):
   run = new_run(tmp_path)
   for step, test_mse in ((1, 0.2), (2, 0.1), (3, 0.3)):
     run.log({'event': 'eval', 'step': step, 'test_mse': test_mse})
     run.save(state_at(step), test_mse)
-  for path in (tmp_path / 'checkpoints' / '2').rglob('*'):
+  for path in (tmp_path / 'checkpoints' / '3').rglob('*'):
     if path.is_file():
       path.unlink()
-  assert rundir.open_for_reading(tmp_path).load_params()[1] == 1  # the next best
-  assert 'the checkpoint of step 2' in capsys.readouterr().err
-  assert (tmp_path / 'checkpoints' / '2').is_dir()  # never deleted
-  with pytest.raises(rundir.CheckpointError, match='step 2 .* cannot be read'):
-    rundir.open_for_reading(tmp_path).load_params(step=2)
+  assert rundir.open_for_reading(tmp_path).load_params()[1] == 2  # the one before
+  assert 'the checkpoint of step 3' in capsys.readouterr().err
+  assert (tmp_path / 'checkpoints' / '3').is_dir()  # never deleted
+  with pytest.raises(rundir.CheckpointError, match='step 3 .* cannot be read'):
+    rundir.open_for_reading(tmp_path).load_params(step=3)
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tmpfs):
