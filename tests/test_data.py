@@ -1,11 +1,17 @@
+import functools
 import hashlib
+import http.server
+import importlib.resources
 import importlib.util
 import io
 import json
 import pathlib
+import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import PIL.Image
@@ -13,7 +19,9 @@ import pytest
 import tensorflow_datasets as tfds
 from array_record.python.array_record_module import ArrayRecordWriter
 
+import train as train_cli
 from idx_files import write_idx, write_idx_dataset
+from jax_ae import download
 from jax_ae.data import DIGITS, FASHION_MNIST_CLASSES, DataError, load_dataset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -189,22 +197,27 @@ assert not imported, imported[:3]
   assert run.returncode == 0, run.stderr
 
 
-def test_runs_where_tfds_is_not_installed(tmp_path):
+def test_runs_where_tfds_is_not_installed(tmp_path, no_mirror):
   write_idx_dataset(tmp_path)
   run = run_fresh('''
 import sys
 sys.modules['tensorflow_datasets'] = None  # importing it fails from here on
 ''' + LOAD_MNIST5K_AND_IDX + '''
+from jax_ae import download
+download.MIRRORS = [sys.argv[2]]
 assert load_dataset('mnist').name == 'mnist5k'
 try:
   load_dataset('tfds:fashion_mnist')
 except DataError as e:
   print(e)
-''', str(tmp_path))
+''', str(tmp_path), no_mirror)
   assert run.returncode == 0, run.stderr
-  assert run.stderr.startswith('tfds:mnist needs tensorflow-datasets, which is not installed: '
-                               'training on the 5,000 bundled MNIST digits (mnist5k) instead; '
-                               'for all 70,000, pip install tensorflow-datasets'), run.stderr
+  assert run.stderr.startswith('tfds:mnist needs tensorflow-datasets, which is not installed, '
+                               'and downloading train-images-idx3-ubyte.gz failed ('
+                               f'{no_mirror}train-images-idx3-ubyte.gz: <urlopen error'), run.stderr
+  assert run.stderr.count('\n') == 1 and run.stderr.endswith(
+      'training on the 5,000 bundled MNIST digits (mnist5k) instead; for all 70,000, run again '
+      'online or pip install tensorflow-datasets\n'), run.stderr
   assert run.stdout == ('tfds:fashion_mnist needs tensorflow-datasets, which is not installed: '
                         'pip install tensorflow-datasets, or use --data mnist5k or --data '
                         'idx:<dir>\n')
@@ -301,6 +314,135 @@ def test_tfds_unprepared_without_tensorflow(tmp_path):
 
 
 @pytest.mark.skipif(HAS_TENSORFLOW, reason='premise: TensorFlow is not installed')
-def test_default_mnist_falls_back_to_mnist5k(tmp_path, capsys):
+def test_default_mnist_falls_back_to_mnist5k(tmp_path, capsys, no_mirror):
   assert load_dataset('mnist', str(tmp_path)).name == 'mnist5k'
   assert 'training on the 5,000 bundled MNIST digits (mnist5k) instead' in capsys.readouterr().err
+
+
+# --data mnist without TFDS: MNIST downloaded, checked and cached. The tests serve tiny
+# MNIST-format files over HTTP on 127.0.0.1 (no internet) as the published files.
+
+@pytest.fixture
+def no_mirror(tmp_path, monkeypatch):
+  """download.MIRRORS is one mirror that refuses connections, the cache is in tmp_path:
+  --data mnist without TFDS falls back to mnist5k at once. Returns the mirror's URL."""
+  with socket.socket() as s:  # a port nothing listens on once this socket closes
+    s.bind(('127.0.0.1', 0))
+    url = f'http://127.0.0.1:{s.getsockname()[1]}/'
+  monkeypatch.setattr(download, 'MIRRORS', [url])
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+  return url
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+  def log_message(self, *args):
+    pass
+
+
+@pytest.fixture
+def mnist_mirror(tmp_path, monkeypatch):
+  """Serves tiny MNIST-format .gz files, under MNIST's names, as download.MIRRORS' one mirror,
+  their sizes and sums the published ones; TFDS cannot be imported and the cache is in
+  tmp_path. Yields (served folder, {split: (images, labels)}, the server)."""
+  served = tmp_path / 'mirror'
+  served.mkdir()
+  written = write_idx_dataset(served, '.gz')
+  files = {name: (served / name).read_bytes() for name in download.MNIST_FILES}
+  monkeypatch.setattr(download, 'MNIST_FILES', {
+      name: (len(data), hashlib.sha256(data).hexdigest()) for name, data in files.items()})
+  server = http.server.ThreadingHTTPServer(
+      ('127.0.0.1', 0), functools.partial(QuietHandler, directory=served))
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  monkeypatch.setattr(download, 'MIRRORS', [f'http://127.0.0.1:{server.server_port}/'])
+  monkeypatch.setenv('no_proxy', '127.0.0.1')
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', None)  # TFDS cannot give MNIST
+  yield served, written, server
+  server.shutdown()
+  server.server_close()
+
+
+def cached(tmp_path):
+  folder = tmp_path / 'cache' / 'jax-ae' / 'mnist'
+  return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def assert_is_written(dataset, written):
+  for split, (images, labels) in ((dataset.train, written['train']),
+                                  (dataset.test, written['test'])):
+    np.testing.assert_array_equal(split.images, images[..., None])
+    np.testing.assert_array_equal(split.labels, labels)
+
+
+def test_mnist_sums_are_the_published_ones():
+  # TFDS's checksums of MNIST's files, shipped with tensorflow-datasets: a typo here would
+  # make every download fail its check.
+  table = importlib.resources.files('tensorflow_datasets') / 'url_checksums/mnist.txt'
+  published = {}
+  for line in table.read_text().splitlines():
+    url, size, sha256, name = line.split('\t')
+    published[name] = (int(size), sha256)
+    assert url.removesuffix(name) in download.MIRRORS  # TFDS's own mirror is one
+  assert download.MNIST_FILES == published
+
+
+def test_mnist_without_tfds_downloads_checks_caches_and_trains(mnist_mirror, tmp_path, capsys):
+  _, written, server = mnist_mirror
+  workdir = tmp_path / 'run'
+  assert train_cli.main(['--steps', '2', '--batch-size', '8', '--eval-every', '2',
+                         '--steps-per-dispatch', '2', '--workdir', str(workdir)]) == 0
+  err = capsys.readouterr().err
+  folder = tmp_path / 'cache' / 'jax-ae' / 'mnist'
+  assert f'downloaded MNIST (0.0 MB, SHA-256 checked) into {folder}\n' in err
+  assert 'mnist5k' not in err
+  assert cached(tmp_path) == sorted(download.MNIST_FILES)
+  # The run records the files it read, so that a resume and analyze.py read them again.
+  recorded = json.loads((workdir / 'config.json').read_text())['data']
+  assert recorded == f'idx:{folder}'
+  assert_is_written(load_dataset(recorded), written)
+  server.shutdown()
+  server.server_close()
+  assert train_cli.main(['--resume', '--steps', '4', '--workdir', str(workdir)]) == 0
+  assert 'downloaded' not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('damage, match', [
+  pytest.param(lambda data: data[:-1], r'\d+ bytes, where the published file has \d+',
+               id='truncated'),
+  pytest.param(lambda data: data + b'\0', r"more bytes than the published file's \d+",
+               id='too-long'),
+  pytest.param(lambda data: data[:-1] + bytes([data[-1] ^ 1]),
+               'SHA-256 [0-9a-f]{64}, not the published [0-9a-f]{64}', id='wrong-sum'),
+  pytest.param(None, 'HTTP Error 404: File not found', id='missing'),
+])
+def test_mnist_bad_download_falls_back_in_one_line(mnist_mirror, tmp_path, capsys, damage, match):
+  served, _, _ = mnist_mirror
+  last = served / 't10k-labels-idx1-ubyte.gz'  # the last downloaded: the others land
+  if damage:
+    last.write_bytes(damage(last.read_bytes()))
+  else:
+    last.unlink()
+  assert load_dataset('mnist').name == 'mnist5k'
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1, err
+  assert re.search(f'downloading t10k-labels-idx1-ubyte.gz failed \\(http://127.0.0.1:\\d+/'
+                   f't10k-labels-idx1-ubyte.gz: {match}\\): training on the 5,000 bundled '
+                   'MNIST digits \\(mnist5k\\) instead', err), err
+  # Only whole, checked files land, and no temporary file is left behind.
+  assert cached(tmp_path) == sorted(list(download.MNIST_FILES)[:3])
+
+
+def test_mnist_is_read_from_the_cache_and_a_damaged_file_downloaded_again(mnist_mirror, tmp_path,
+                                                                          capsys):
+  _, written, server = mnist_mirror
+  first = load_dataset('mnist')
+  assert 'downloaded MNIST' in capsys.readouterr().err
+  damaged = tmp_path / 'cache' / 'jax-ae' / 'mnist' / 'train-images-idx3-ubyte.gz'
+  damaged.write_bytes(damaged.read_bytes()[:-1] + bytes([damaged.read_bytes()[-1] ^ 1]))
+  assert load_dataset('mnist').name == first.name
+  assert 'downloaded MNIST' in capsys.readouterr().err
+  server.shutdown()  # from here on, only the cache can give MNIST
+  server.server_close()
+  again = load_dataset('mnist')
+  assert again.name == first.name and capsys.readouterr().err == ''
+  assert_is_written(again, written)
