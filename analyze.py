@@ -1,8 +1,9 @@
 """Study a run's latent space: python analyze.py [--workdir RUN] [--out DIR]
 
-Restores the run's best checkpoint, measures its codes against the raw pixels on the run's
-dataset and writes into RUN/analysis/ (or DIR): the figures, metrics.json (every number, and
-how each was measured), codes.npz (the test codes and their 2-D maps) and report.md.
+Restores the run's final checkpoint, measures its codes against the raw pixels and the
+controls (the untrained network, PCA of the pixels) on the run's dataset and writes into
+RUN/analysis/ (or DIR): the figures, metrics.json (every number, and how each was measured),
+codes.npz (the test codes and their 2-D maps) and report.md.
 The study itself is jax_ae/study.py.
 """
 import argparse
@@ -28,6 +29,9 @@ def parse_args(argv):
                       help="analyse a PyTorch model of the lab's network instead of a run: its "
                       'torch.save(model.state_dict(), FILE), or a checkpoint dict holding it; '
                       'needs --out')
+  parser.add_argument('--compare', nargs='+', default=(), metavar='RUN',
+                      help='other train.py runs to draw in compression.png beside this one '
+                      '(e.g. the same recipe at other --latent-dim)')
   parser.add_argument('--data', default='mnist',
                       help='with --torch-weights: the dataset whose test split to encode '
                       '(default: mnist; see train.py --help)')
@@ -49,7 +53,7 @@ def main(argv=None):
       workdir = args.workdir or rundir.latest_workdir()
       if workdir is None:
         raise ConfigError('found no run under runs/: pass the --workdir of a train.py run')
-      out = study.analyze_run(workdir, args.out)
+      out = study.analyze_run(workdir, args.out, compare=args.compare)
   except UserError as error:
     print(f'error: {error}', file=sys.stderr)
     return 2

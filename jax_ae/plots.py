@@ -130,6 +130,23 @@ def training_curves(train, evals, steps_per_epoch, checkpoint_step, path):
   _save(fig, path)
 
 
+def compression(pca_mse, runs, path):
+  """PCA's test MSE per pixel against its number of components, log axes, and each
+  autoencoder as a point at its code size. pca_mse: (K,) for k = 1 .. K; runs: [(label,
+  latent_dim, test MSE), ...], this run first."""
+  fig, ax = plt.subplots(figsize=curves_size(), layout='constrained')
+  ax.plot(np.arange(1, len(pca_mse) + 1), pca_mse, color=COLORS[0],
+          label='PCA of the pixels, k components')
+  for (label, latent_dim, mse), color in zip(runs, COLORS[1:] * len(runs)):
+    ax.plot(latent_dim, mse, 'o', ms=7, color=color, label=f'autoencoder, code of {latent_dim} '
+            f'({label}): {mse:.4f}')
+  ax.set(xscale='log', yscale='log', xlabel='size of the code (components)',
+         ylabel='test MSE per pixel')
+  ax.grid(True, which='both', alpha=0.2)
+  ax.legend(frameon=False, fontsize=8)
+  _save(fig, path)
+
+
 def retrieval(images, labels, panels, class_names, path):
   """Each query (first column, its class in bold) and its nearest training images, one panel
   per space.

@@ -15,6 +15,7 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from jax_ae import analysis, data, inference, plots, report, rundir
+from jax_ae.model import init_params, model_of
 
 PER_CLASS = 2  # reconstructions shown per class
 PAIRS, STEPS = 4, 8  # interpolations: pairs of test images, images per line
@@ -25,7 +26,8 @@ SAMPLES = 1000  # Gaussian samples, and test images, that the sampling numbers a
 # halves the longest part of the analysis (the probe's search and t-SNE), and the numbers do
 # not depend on it.
 WORKERS = 2
-SPACES = {'codes': 'latent codes', 'pixels': 'raw pixels'}  # metrics.json key: the figures' name
+SPACES = {'codes': 'latent codes', 'pixels': 'raw pixels'}  # mapped and drawn: the figures' name
+UNTRAINED_SEEDS = 2  # initialization seeds of the untrained control beyond the run's own
 
 
 class Measured(NamedTuple):
@@ -35,12 +37,13 @@ class Measured(NamedTuple):
   features: dict  # {space: (training rows' features (R, D), test features (N, D))}
   errors: np.ndarray  # (N,) MSE per pixel of each test image
   maps: dict  # {space: {'pca': (N, 2), 'tsne': (M, 2), 'tsne_rows': (M,)}}
-  samples: np.ndarray  # (SAMPLES, 576) draws of the Gaussian fit to the training rows' codes
+  samples: np.ndarray  # (SAMPLES, D) draws of the Gaussian fit to the training rows' codes
 
 
-def analyze_run(workdir, out=None, step=None):
+def analyze_run(workdir, out=None, step=None, compare=()):
   """The study of a train.py run: restores its final checkpoint (or that of `step`) and
-  writes every file into out (default: workdir/analysis). Returns the folder written."""
+  writes every file into out (default: workdir/analysis); compare: other runs' workdirs, drawn
+  beside this one in compression.png. Returns the folder written."""
   run = rundir.open_for_reading(workdir)
   try:
     params, step = run.load_params(step)
@@ -48,29 +51,41 @@ def analyze_run(workdir, out=None, step=None):
   finally:
     run.close()
   out = Path(out) if out is not None else Path(workdir) / 'analysis'
-  analyze(params, config.data, {'workdir': str(workdir), 'checkpoint_step': step}, out, records)
+  analyze(params, config.data, {'workdir': str(workdir), 'checkpoint_step': step}, out, records,
+          untrained=(config.seed, config.init), compare=[run_point(other) for other in compare])
   return out
 
 
-def analyze(params, data_source, source, out, records=None):
+def run_point(workdir):
+  """(label, latent_dim, test MSE at its last evaluation) of a run, for compression.png."""
+  run = rundir.open_for_reading(workdir)
+  evals = records_of(run.records(), 'eval')
+  if not evals:
+    raise rundir.RunDirError(f'--compare {workdir} has no evaluation yet: let it train to one')
+  return Path(workdir).name, run.config.latent_dim, evals[-1]['test_mse']
+
+
+def analyze(params, data_source, source, out, records=None, untrained=(0, 'torch'), compare=()):
   """Measures params on data_source and writes every file of the study into out.
 
   source: where params come from, for the report: {'workdir', 'checkpoint_step'} of a run, or
   {'torch_weights'}; records: the run's metrics log (Run.records()), for the training curves,
-  or None (PyTorch weights). Raises data.DataError for data the study cannot measure.
+  or None (PyTorch weights); untrained: (seed, init) of the network's untrained control;
+  compare: run_point()s of other runs for compression.png. Raises data.DataError for data the
+  study cannot measure.
   """
   out = Path(out)
   dataset = data.load_dataset(data_source)
   # The analysis measures: full float32 matmuls on every backend (GPUs default to TF32 and
   # TPUs to bf16 passes), so that a PyTorch model's test MSE is PyTorch's float32 one.
   with jax.default_matmul_precision('highest'):
-    measured = measure(params, dataset, source, records)
+    measured = measure(params, dataset, source, records, untrained)
     out.mkdir(parents=True, exist_ok=True)
-    draw(out, params, dataset, measured, records)
+    draw(out, params, dataset, measured, records, compare)
   test_codes = measured.features['codes'][1]
   np.savez(out / 'codes.npz', codes=test_codes, labels=dataset.test.labels,
            class_names=np.array(dataset.class_names),
-           **{f'{kind}_{space}': maps[kind] for space, maps in measured.maps.items()
+           **{f'{kind}_{space}': measured.maps[space][kind] for space in SPACES
               for kind in ('pca', 'tsne')},
            tsne_rows=measured.maps['codes']['tsne_rows'])
   (out / 'metrics.json').write_text(json.dumps(measured.metrics, indent=2, ensure_ascii=False)
@@ -78,7 +93,7 @@ def analyze(params, data_source, source, out, records=None):
   (out / 'report.md').write_text(report.markdown(measured.metrics))
 
 
-def measure(params, dataset, source, records=None):
+def measure(params, dataset, source, records=None, untrained=(0, 'torch')):
   """Every number of the study (metrics.json's dict) and the arrays behind them: a Measured."""
   test, class_names = dataset.test, dataset.class_names
   rows = analysis.subsample(len(dataset.train.labels), analysis.PROBE_TRAIN_SAMPLE)
@@ -87,33 +102,80 @@ def measure(params, dataset, source, records=None):
                          2 * analysis.NEIGHBORS + 1)  # trustworthiness needs k < N / 2
   analysis.check_classes(train_labels, class_names, 'training split', analysis.PROBE_FOLDS,
                          max(analysis.RETRIEVAL_KS))
-  features = {
-      'codes': (inference.encode(params, train_images), inference.encode(params, test.images)),
-      'pixels': (analysis.pixels(train_images), analysis.pixels(test.images)),
-  }
-  spaces = Parallel(n_jobs=WORKERS)(
-      delayed(analysis.space_metrics)(train, train_labels, test_features, test.labels)
-      for train, test_features in features.values())
-  metrics = {space: numbers for space, (numbers, _) in zip(features, spaces)}
-  maps = {space: space_maps for space, (_, space_maps) in zip(features, spaces)}
+  latent_dim = model_of(params).latent_dim
+  init_seed, init = untrained
+
+  def codes_of(some_params):
+    return inference.encode(some_params, train_images), inference.encode(some_params, test.images)
+
+  def untrained_params(seed):
+    return init_params(jax.random.key(seed), latent_dim, init)
+
+  train_pixels, test_pixels = analysis.pixels(train_images), analysis.pixels(test.images)
+  features = {'codes': codes_of(params), 'untrained': codes_of(untrained_params(init_seed)),
+              'pixels': (train_pixels, test_pixels)}
+  # At most as many components as the training rows and pixels allow.
+  sizes = {min(dims, *train_pixels.shape) for dims in (latent_dim, analysis.BASELINE_PCA_DIMS)}
+  for dims in sorted(sizes):
+    features[f'pixel_pca_{dims}'] = analysis.pixel_pca(train_pixels, test_pixels, dims)
+  more_seeds = [init_seed + i for i in range(1, UNTRAINED_SEEDS + 1)]
+  more_untrained = [codes_of(untrained_params(seed)) for seed in more_seeds]
+  map_rows = analysis.subsample(len(test.labels), analysis.MAP_SAMPLE)
+
+  jobs = [delayed(analysis.tsne_metrics)(features[space][1][map_rows], test.labels[map_rows])
+          for space in SPACES]
+  jobs += [delayed(analysis.space_metrics)(train, train_labels, test_features, test.labels)
+           for train, test_features in features.values()]
+  jobs += [delayed(analysis.space_metrics)(train, train_labels, test_features, test.labels, False)
+           for train, test_features in more_untrained]
+  found = Parallel(n_jobs=WORKERS)(jobs)
+  tsne, found = found[:len(SPACES)], found[len(SPACES):]
+  spaces, found = found[:len(features)], found[len(features):]
+  metrics = {space: numbers for space, (numbers, _, _) in zip(features, spaces)}
+  per_image = {space: scores for space, (_, _, scores) in zip(features, spaces)}
+  maps = {space: space_maps for space, (_, space_maps, _) in zip(features, spaces)}
+  for space, (numbers, projection) in zip(SPACES, tsne):
+    metrics[space]['tsne_2d'] = numbers
+    maps[space]['tsne'] = projection
+
+  baselines = [space for space in features if space != 'codes']
+  measures = list(per_image['codes'])
+  comparisons = {
+      baseline: {measure: analysis.paired_difference(
+          per_image['codes'][measure], per_image[baseline][measure],
+          len(baselines) * len(measures)) for measure in measures}
+      for baseline in baselines}
 
   errors = inference.image_errors(params, test.images)
+  pca_mse = analysis.pca_test_mse(train_pixels, test_pixels)
   with threadpool_limits(1):  # the same numbers on any core count
     samples = analysis.sample_gaussian(*analysis.fit_gaussian(features['codes'][0]), SAMPLES)
     sampling = measure_sampling(params, samples, features, test.images)
   evals = records_of(records, 'eval')
+  ae_mse = float(np.mean(errors))
   metrics = {
       'measured_on': {
           **source, 'dataset': dataset.name, 'test_size': len(test.labels),
-          'training_rows': len(rows), 'map_sample': len(maps['codes']['tsne_rows']),
-          'seed': analysis.SEED,
+          'training_rows': len(rows), 'map_sample': len(map_rows), 'latent_dim': latent_dim,
+          'untrained_init': {'seed': init_seed, 'init': init}, 'seed': analysis.SEED,
       },
       'protocol': analysis.PROTOCOL,
       **({'training': training_summary(evals, records_of(records, 'train'))} if evals else {}),
-      'test_mse': {'overall': float(np.mean(errors)), 'per_class': {
+      'test_mse': {'overall': ae_mse, 'per_class': {
           class_names[label]: mse for label, mse in
           analysis.mse_by_class(errors, test.labels).items()}},
+      'compression': {
+          'latent_dim': latent_dim, 'autoencoder_test_mse': ae_mse,
+          **({'pca_test_mse': float(pca_mse[latent_dim - 1]),
+              'ratio': ae_mse / float(pca_mse[latent_dim - 1])}
+             if latent_dim <= len(pca_mse) else {}),
+          'pca_test_mse_by_components': [float(mse) for mse in pca_mse],
+      },
       **metrics,
+      'untrained_seeds': {str(seed): {'knn_accuracy': numbers['knn_accuracy'],
+                                      'probe_accuracy': numbers['probe']['accuracy']}
+                          for seed, (numbers, _, _) in zip(more_seeds, found)},
+      'comparisons': comparisons,
       'sampling': sampling,
   }
   return Measured(metrics, rows, features, errors, maps, samples)
@@ -146,20 +208,18 @@ def records_of(records, event):
 
 def training_summary(evals, trains):
   """The training numbers of metrics.json, from the run's 'eval' and 'train' records."""
-  best = min(evals, key=lambda record: (record['test_mse'], -record['step']))
   return {
       'updates': evals[-1]['step'],
       'epochs': evals[-1]['epoch'],
       'evaluations': len(evals),
       'first_eval_step': evals[0]['step'],
       'first_test_mse': evals[0]['test_mse'],
-      'best_step': best['step'],
-      'best_test_mse': best['test_mse'],
+      'final_test_mse': evals[-1]['test_mse'],
       'final_train_loss': (trains or evals)[-1]['train_loss'],
   }
 
 
-def draw(out, params, dataset, measured, records=None):
+def draw(out, params, dataset, measured, records=None, compare=()):
   """Writes the figures of report.figures(measured.metrics) into out."""
   test, class_names, metrics = dataset.test, dataset.class_names, measured.metrics
   train_images = dataset.train.images[measured.train_rows]
@@ -215,6 +275,11 @@ def draw(out, params, dataset, measured, records=None):
   plots.samples([('decoded codes of test images', real.reshape(rows, columns, *real.shape[1:])),
                  ('decoded samples of a Gaussian fit to the codes',
                   sampled.reshape(rows, columns, *sampled.shape[1:]))], out / 'samples.png')
+
+  compression = metrics['compression']
+  plots.compression(compression['pca_test_mse_by_components'],
+                    [('this run', compression['latent_dim'], compression['autoencoder_test_mse']),
+                     *compare], out / 'compression.png')
 
   if 'training' in metrics:
     evals = records_of(records, 'eval')

@@ -22,13 +22,13 @@ def separated():
 
 
 def test_separated_blobs_score_perfectly(separated):
-  metrics, maps = separated
-  assert maps['pca'].shape == (300, 2) and maps['tsne'].shape == (300, 2)
+  metrics, maps, per_image = separated
+  assert maps['pca'].shape == (300, 2)
   np.testing.assert_array_equal(maps['tsne_rows'], np.arange(300))
-  for projection in ('pca_2d', 'tsne_2d'):
-    assert metrics[projection]['silhouette'] > 0.7, projection
-    assert metrics[projection]['knn_accuracy'] == 1.0, projection
+  assert metrics['pca_2d']['silhouette'] > 0.7 and metrics['pca_2d']['knn_accuracy'] == 1.0
   assert metrics['knn_accuracy'] == 1.0
+  for measure in ('probe', 'knn', 'knn_pca_2d', 'retrieval'):
+    np.testing.assert_array_equal(per_image[measure], 1.0)
   assert metrics['probe']['accuracy'] == 1.0 and metrics['probe']['converged']
   assert metrics['retrieval'] == {'precision_at_1': 1.0, 'precision_at_5': 1.0,
                                   'precision_at_10': 1.0}
@@ -41,10 +41,12 @@ def test_shuffled_labels_score_at_chance():
   points, labels = blobs(200, 1)
   shuffled = np.random.default_rng(3).permutation(labels)
   train, test = slice(0, None, 2), slice(1, None, 2)
-  metrics, _ = analysis.space_metrics(points[train], shuffled[train], points[test], shuffled[test])
+  metrics, _, _ = analysis.space_metrics(points[train], shuffled[train], points[test],
+                                         shuffled[test])
+  tsne, _ = analysis.tsne_metrics(points[test], shuffled[test])
   chance = 1 / CLASSES
   accuracies = {
-      'pca knn': metrics['pca_2d']['knn_accuracy'], 'tsne knn': metrics['tsne_2d']['knn_accuracy'],
+      'pca knn': metrics['pca_2d']['knn_accuracy'], 'tsne knn': tsne['knn_accuracy'],
       'knn': metrics['knn_accuracy'], 'probe': metrics['probe']['accuracy'],
       **metrics['retrieval'],
   }
@@ -76,16 +78,76 @@ def sparse_noise(n, seed, informative=50, noise=200, signal=0.15, rate=0.02):
 
 def test_the_probe_chooses_a_small_C_where_a_small_C_is_best():
   (train, train_labels), (test, test_labels) = sparse_noise(300, 1), sparse_noise(4000, 2)
-  found = analysis.probe(train, train_labels, test, test_labels)
-  on_test = {C: analysis.linear_probe(C).fit(train, train_labels).score(test, test_labels)
-             for C in analysis.PROBE_CS}
+  found, correct = analysis.probe(train, train_labels, test, test_labels)
+  standardize = found['standardized']
+  on_test = {C: analysis.linear_probe(C, standardize=standardize).fit(train, train_labels)
+             .score(test, test_labels) for C in analysis.PROBE_CS}
   best = max(on_test, key=on_test.get)
   assert best <= 0.01  # the known answer, on 4,000 test rows
   assert found['C'] <= 0.01 and not found['C_at_grid_edge']
-  assert found['accuracy'] == pytest.approx(on_test[found['C']])
-  assert found['accuracy'] > on_test[1.0] + 0.02  # the old protocol's C = 1
-  assert list(found['cv_accuracy']) == [f'{C:g}' for C in analysis.PROBE_CS]
+  assert found['accuracy'] == pytest.approx(on_test[found['C']]) == pytest.approx(correct.mean())
+  old_protocol = analysis.linear_probe(1.0).fit(train, train_labels).score(test, test_labels)
+  assert found['accuracy'] > old_protocol + 0.02  # standardized, C = 1
+  assert len(found['cv_accuracy']) == 2 * len(analysis.PROBE_CS)  # both preprocessings
   assert found['converged']
+
+
+def test_the_probe_chooses_not_to_standardize_where_scaling_harms():
+  # Feature 0 carries the class at a large scale; 40 noise features at a tiny one, which
+  # standardizing blows up to the same weight as the signal.
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 2, 400)
+  features = np.concatenate([(2 * labels[:, None] - 1) + rng.normal(scale=1.5, size=(400, 1)),
+                             rng.normal(scale=1e-3, size=(400, 40))], axis=1)
+  found, _ = analysis.probe(features[:100], labels[:100], features[100:], labels[100:])
+  assert found['standardized'] is False
+  best = max(found['cv_accuracy'].values())
+  assert max(v for k, v in found['cv_accuracy'].items() if k.startswith('standardized')) < best
+
+
+def test_identical_predictions_make_no_difference():
+  scores = np.random.default_rng(0).random(500) < 0.8
+  found = analysis.paired_difference(scores, scores, comparisons=10)
+  assert found == {'difference': 0.0, 'low': 0.0, 'high': 0.0, 'verdict': 'no clear difference'}
+
+
+def test_a_clearly_better_space_is_found_with_an_interval_that_excludes_zero():
+  (train, train_labels), (test, test_labels) = blobs(100, 1, spread=3.0), blobs(100, 2, spread=3.0)
+  rng = np.random.default_rng(5)
+  noisy = lambda points: points + rng.normal(scale=6.0, size=points.shape)  # a worse space
+  _, _, good = analysis.space_metrics(train, train_labels, test, test_labels, maps=False)
+  _, _, bad = analysis.space_metrics(noisy(train), train_labels, noisy(test), test_labels,
+                                     maps=False)
+  found = analysis.paired_difference(good['knn'], bad['knn'], comparisons=4)
+  assert found['verdict'] == 'better' and 0 < found['low'] < found['difference'] < found['high']
+  assert analysis.paired_difference(bad['knn'], good['knn'], comparisons=4)['verdict'] == 'worse'
+  # The interval widens with the number of comparisons it must hold jointly over.
+  alone = analysis.paired_difference(good['knn'], bad['knn'])
+  assert found['low'] < alone['low'] and found['high'] > alone['high']
+
+
+def test_a_bootstrap_interval_covers_the_normal_one():
+  # 0/1 differences with p = 0.3 of +1: the bootstrap's interval is the normal one's, to
+  # within the bootstrap's own noise.
+  rng = np.random.default_rng(1)
+  a, b = rng.random(4000) < 0.6, rng.random(4000) < 0.3
+  found = analysis.paired_difference(a, b)
+  d = a.astype(float) - b
+  half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+  assert found['low'] == pytest.approx(d.mean() - half, abs=0.006)
+  assert found['high'] == pytest.approx(d.mean() + half, abs=0.006)
+
+
+def test_pca_test_mse_is_the_residual_of_sklearns_pca():
+  from sklearn.decomposition import PCA
+  rng = np.random.default_rng(0)
+  train, test = rng.random((200, 12)), rng.random((50, 12))
+  curve = analysis.pca_test_mse(train, test)
+  assert curve.shape == (12,) and np.all(np.diff(curve) <= 1e-12)
+  for k in (1, 5, 12):
+    pca = PCA(k).fit(train)
+    expected = np.mean((pca.inverse_transform(pca.transform(test)) - test) ** 2)
+    assert curve[k - 1] == pytest.approx(expected, abs=1e-12)
 
 
 def test_a_plane_in_high_dimensions_is_projected_faithfully():
@@ -93,7 +155,7 @@ def test_a_plane_in_high_dimensions_is_projected_faithfully():
   plane = rng.normal(size=(400, 2)) * [3.0, 1.0]  # variances 9 : 1
   basis = np.linalg.qr(rng.normal(size=(30, 2)))[0].T  # (2, 30), orthonormal rows
   points, labels = plane @ basis, np.arange(400) % CLASSES
-  metrics, maps = analysis.space_metrics(points, labels, points, labels)
+  metrics, maps, _ = analysis.space_metrics(points, labels, points, labels)
   pca = metrics['pca_2d']
   np.testing.assert_allclose([pca['pc1_variance'], pca['pc2_variance']], [0.9, 0.1], atol=0.03)
   assert pca['trustworthiness'] == pytest.approx(1.0)
@@ -107,8 +169,9 @@ def test_metrics_are_deterministic():
   first = analysis.space_metrics(points[::2], labels[::2], points[1::2], labels[1::2])
   second = analysis.space_metrics(points[::2], labels[::2], points[1::2], labels[1::2])
   assert first[0] == second[0]
-  for name in ('pca', 'tsne', 'tsne_rows'):
+  for name in ('pca', 'tsne_rows'):
     np.testing.assert_array_equal(first[1][name], second[1][name])
+  assert analysis.tsne_metrics(points, labels)[0] == analysis.tsne_metrics(points, labels)[0]
 
 
 def test_the_maps_run_on_one_seeded_subsample(monkeypatch):
@@ -117,9 +180,9 @@ def test_the_maps_run_on_one_seeded_subsample(monkeypatch):
   monkeypatch.setattr(analysis, 'trustworthiness',
                       lambda high, low, n_neighbors: seen.append((len(high), len(low))) or 1.0)
   points, labels = blobs(40, 1)
-  metrics, maps = analysis.space_metrics(points, labels, points, labels)
-  assert seen == [(50, 50), (50, 50)]  # PCA's and t-SNE's
-  assert maps['tsne'].shape == (50, 2) and maps['pca'].shape == (120, 2)
+  metrics, maps, _ = analysis.space_metrics(points, labels, points, labels)
+  assert seen == [(50, 50)]  # PCA's
+  assert maps['pca'].shape == (120, 2)
   np.testing.assert_array_equal(maps['tsne_rows'], analysis.subsample(120, 50))
   np.testing.assert_array_equal(analysis.subsample(120, 50), analysis.subsample(120, 50))
   assert len(set(analysis.subsample(120, 50))) == 50
