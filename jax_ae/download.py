@@ -56,13 +56,18 @@ def mnist_folder():
   Says so in one line on stderr when it downloaded; a failure is for the caller to tell.
 
   Raises:
-    DownloadFailed: a file could be downloaded from no mirror.
+    DownloadFailed: the cache folder cannot be made, or a file could be downloaded from no
+      mirror.
   """
   folder = cache_folder() / 'mnist'
   missing = [name for name, (size, sha256) in MNIST_FILES.items()
              if not _verified(folder / name, size, sha256)]
   if missing:
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+      folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise DownloadFailed(f'the cache folder {folder} cannot be made ({e.strerror}): set '
+                           'XDG_CACHE_HOME to a writable folder') from None
     for name in missing:
       _download(name, *MNIST_FILES[name], folder)
     megabytes = sum(MNIST_FILES[name][0] for name in missing) / 1e6
@@ -74,7 +79,7 @@ def mnist_folder():
 def _verified(path, size, sha256):
   try:
     return path.stat().st_size == size and _sha256(path) == sha256
-  except FileNotFoundError:
+  except OSError:  # missing, or unreadable: not a verified file
     return False
 
 

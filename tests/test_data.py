@@ -432,6 +432,16 @@ def test_mnist_bad_download_falls_back_in_one_line(mnist_mirror, tmp_path, capsy
   assert cached(tmp_path) == sorted(list(download.MNIST_FILES)[:3])
 
 
+def test_mnist_cache_folder_that_cannot_be_made_falls_back_in_one_line(mnist_mirror, tmp_path,
+                                                                       monkeypatch, capsys):
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'a-file'))
+  (tmp_path / 'a-file').touch()
+  assert load_dataset('mnist').name == 'mnist5k'
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and f'the cache folder {tmp_path}/a-file/jax-ae/mnist cannot be ' \
+      'made (Not a directory): set XDG_CACHE_HOME to a writable folder: training on' in err, err
+
+
 def test_mnist_is_read_from_the_cache_and_a_damaged_file_downloaded_again(mnist_mirror, tmp_path,
                                                                           capsys):
   _, written, server = mnist_mirror
