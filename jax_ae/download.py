@@ -50,7 +50,7 @@ def cache_folder():
 def mnist_folder():
   """The folder holding MNIST's four verified .gz files, downloading the ones it lacks.
 
-  A cached file is checked again on each call (a tenth of a second for all four), so a file
+  A cached file is checked again on each call (11.6 MB of SHA-256: about 0.01 s), so a file
   damaged in the cache is downloaded anew rather than read.
 
   Says so in one line on stderr when it downloaded; a failure is for the caller to tell.
