@@ -105,8 +105,8 @@ def _download(name, size, sha256, folder):
 
 
 def _fetch(url, size, sha256, path):
-  """Downloads url into path if it has `size` bytes and `sha256`; else raises ValueError,
-  leaving path as it was."""
+  """Downloads url into path if what it serves has `size` bytes and `sha256`; else raises
+  (ValueError: other bytes; OSError, HTTPException: no whole answer), leaving path as it was."""
   temp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f'.{path.name}.', suffix='.part',
                                      delete=False)
   try:
