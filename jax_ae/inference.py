@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_ae.model import model_of
-from jax_ae.update import to_float
+from jax_ae.images import to_float
 
 BATCH = 500
 

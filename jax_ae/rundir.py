@@ -4,7 +4,10 @@
   metrics.jsonl  one JSON record a line: 'start' (where and how a process ran it), 'compile'
                  (a program's compile seconds), 'first_update', 'train' (the mean loss of every
                  TRAIN_LOG_EVERY steps), 'eval' (the test MSE, on the disk before the
-                 checkpoint of that step is written)
+                 checkpoint of that step is written); each with its wall-clock 'time' (unix
+                 seconds)
+  events.out.tfevents.*  the log's numbers for TensorBoard, where tensorboardX is installed
+                 (jax_ae/tensorboard_log.py)
   checkpoints/   Orbax checkpoints of the whole train state: the latest KEEP_LATEST
   damaged/       checkpoints that could not be read, moved out of the way by a resume, never
                  deleted
@@ -23,7 +26,7 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
-from jax_ae import update
+from jax_ae import tensorboard_log, update
 from jax_ae.config import TRAJECTORY_FIELDS, Config, ConfigError
 from jax_ae.errors import UserError
 
@@ -80,6 +83,7 @@ class Run:
     self.writer = writer  # one process of a job writes the config and the log
     self._lock = None
     self._manager = None  # Orbax's, for saving: opened when the restore has checked the folder
+    self._events = None  # TensorBoard's view of the log: opened by this process's first record
 
   @property
   def config(self):
@@ -107,11 +111,15 @@ class Run:
     the disk when this returns, before its checkpoint is written."""
     if not self.writer:
       return
+    record = {**record, 'time': round(time.time(), 3)}
     with open(self.path / 'metrics.jsonl', 'a') as log:
       log.write(json.dumps(record) + '\n')
       if record['event'] == 'eval':
         log.flush()
         os.fsync(log.fileno())
+    if self._events is None:
+      self._events = tensorboard_log.EventLog(self.path, record['step'])
+    self._events.write(record)
 
   def checkpoint_steps(self):
     """The steps of the complete checkpoints (Orbax renames a save's folder when it is done)."""
@@ -204,6 +212,8 @@ class Run:
   def close(self):
     if self._manager is not None:
       self._manager.close()
+    if self._events is not None:
+      self._events.close()
     if self._lock is not None:
       os.close(self._lock)  # the kernel drops the flock with its last descriptor
       self._lock = None

@@ -14,7 +14,8 @@ import numpy as np
 import optax
 
 from jax_ae.config import ConfigError
-from jax_ae.model import IMAGE_SHAPE, LATENT_DIM, init_params, model_of
+from jax_ae.images import to_float
+from jax_ae.model import LATENT_DIM, init_params, model_of
 
 # Updates per call. On GPUs and TPUs a call's steps run in a lax.scan: 64 keep the device
 # busy between the host's calls. On CPU they are unrolled into straight-line code, because
@@ -40,11 +41,6 @@ def make_optimizer(lr, weight_decay):
 def init_state(seed, optimizer, latent_dim=LATENT_DIM, init='torch'):
   params = init_params(jax.random.key(seed), latent_dim, init)
   return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
-
-
-def to_float(images):
-  """uint8 images, (B, 784) or (B, 28, 28, 1) -> float32 (B, 28, 28, 1) in [0, 1]."""
-  return images.reshape(-1, *IMAGE_SHAPE).astype(jnp.float32) / 255.0
 
 
 def mse_loss(params, images):
