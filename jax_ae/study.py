@@ -40,10 +40,10 @@ class Measured(NamedTuple):
   samples: np.ndarray  # (SAMPLES, D) draws of the Gaussian fit to the training rows' codes
 
 
-def analyze_run(workdir, out=None, step=None, compare=()):
+def analyze_run(workdir, out=None, step=None, compare=(), progress=None):
   """The study of a train.py run: restores its final checkpoint (or that of `step`) and
   writes every file into out (default: workdir/analysis); compare: other runs' workdirs, drawn
-  beside this one in compression.png. Returns the folder written."""
+  beside this one in compression.png; progress: as analyze()'s. Returns the folder written."""
   run = rundir.open_for_reading(workdir)
   try:
     params, step = run.load_params(step)
@@ -52,7 +52,8 @@ def analyze_run(workdir, out=None, step=None, compare=()):
     run.close()
   out = Path(out) if out is not None else Path(workdir) / 'analysis'
   analyze(params, config.data, {'workdir': str(workdir), 'checkpoint_step': step}, out, records,
-          untrained=(config.seed, config.init), compare=[run_point(other) for other in compare])
+          untrained=(config.seed, config.init), compare=[run_point(other) for other in compare],
+          progress=progress)
   return out
 
 
@@ -65,21 +66,25 @@ def run_point(workdir):
   return Path(workdir).name, run.config.latent_dim, evals[-1]['test_mse']
 
 
-def analyze(params, data_source, source, out, records=None, untrained=(0, 'torch'), compare=()):
+def analyze(params, data_source, source, out, records=None, untrained=(0, 'torch'), compare=(),
+            progress=None):
   """Measures params on data_source and writes every file of the study into out.
 
   source: where params come from, for the report: {'workdir', 'checkpoint_step'} of a run, or
   {'torch_weights'}; records: the run's metrics log (Run.records()), for the training curves,
   or None (PyTorch weights); untrained: (seed, init) of the network's untrained control;
-  compare: run_point()s of other runs for compression.png. Raises data.DataError for data the
-  study cannot measure.
+  compare: run_point()s of other runs for compression.png; progress: called with a line as each
+  stage starts (e.g. print). Raises data.DataError for data the study cannot measure.
   """
-  out = Path(out)
+  out, say = Path(out), progress or (lambda line: None)
   dataset = data.load_dataset(data_source)
+  say(f'measuring the codes of {len(dataset.test.labels):,} {dataset.name} test images against '
+      'the pixels and the controls (the longest stage)')
   # The analysis measures: full float32 matmuls on every backend (GPUs default to TF32 and
   # TPUs to bf16 passes), so that a PyTorch model's test MSE is PyTorch's float32 one.
   with jax.default_matmul_precision('highest'):
     measured = measure(params, dataset, source, records, untrained)
+    say(f'drawing the figures into {out}')
     out.mkdir(parents=True, exist_ok=True)
     draw(out, params, dataset, measured, records, compare)
   test_codes = measured.features['codes'][1]
