@@ -1,5 +1,6 @@
 """The run's configuration: the lab's recipe as defaults, one command-line flag per field."""
 import dataclasses
+import typing
 
 import numpy as np
 
@@ -11,6 +12,9 @@ from jax_ae.model import INITS, LATENT_DIM
 SMALL_DATA_EPOCHS = {'mnist5k': 40}
 LAB_EPOCHS = 10
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the step computes in float32
+
+
+_KIND_NAMES = {int: 'an integer', float: 'a number', str: 'a string', type(None): 'unset'}
 
 
 class ConfigError(UserError):
@@ -33,6 +37,12 @@ class Config:
   devices: str = 'auto'  # 'auto', 'all' or how many of jax.devices() share each batch
 
   def __post_init__(self):
+    for field in dataclasses.fields(self):  # a config.json or a caller may hold any JSON value
+      value, kinds = getattr(self, field.name), typing.get_args(field.type) or (field.type,)
+      numeric = float in kinds and isinstance(value, int)  # JSON writes 1.0 as 1
+      if isinstance(value, bool) or not (numeric or isinstance(value, kinds)):
+        expected = ' or '.join(_KIND_NAMES[kind] for kind in kinds)
+        raise ConfigError(f'--{field.name.replace("_", "-")} must be {expected}, got {value!r}')
     for name in ('epochs', 'steps', 'batch_size', 'latent_dim', 'eval_every',
                  'steps_per_dispatch'):
       value = getattr(self, name)
@@ -62,7 +72,9 @@ class Config:
 
 
 # Fields that change the trajectory of a run, so a resume must agree on them. Evaluation
-# points and the steps per call are among them: they set the boundaries of the compiled
-# calls (update.call_length), and a step's rounding depends on the call it runs in.
+# points are among them: they set the boundaries of the compiled calls (update.call_length).
+# The steps per call are not, though a step's rounding depends on the call it runs in: they
+# depend on the backend, and moving a run to another machine is what checkpoints are for (a
+# resume with other steps per call warns that it will not be bit for bit).
 TRAJECTORY_FIELDS = ('data', 'batch_size', 'lr', 'weight_decay', 'seed', 'latent_dim', 'init',
-                     'eval_every', 'steps_per_dispatch')
+                     'eval_every')

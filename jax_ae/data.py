@@ -119,6 +119,10 @@ def _load_tfds(name, data_dir):
   except tfds.core.registered.DatasetNotFoundError:
     raise DataError(f"tfds:{name} is not a TFDS dataset: check the name, or "
                     f"{OTHER_SOURCES}") from None
+  except ValueError as error:  # a name TFDS cannot parse, or a config the dataset lacks
+    reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
+    raise DataError(f'tfds:{name} names no TFDS dataset ({reason}): write '
+                    f'tfds:<name>[/<config>], e.g. tfds:fashion_mnist, or {OTHER_SOURCES}') from None
   features = builder.info.features  # known from the code, before any download
   if not {'image', 'label'} <= features.keys():
     raise DataError(f"tfds:{name} lacks an 'image' or a 'label' feature: {OTHER_SOURCES}")

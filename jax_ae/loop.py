@@ -3,6 +3,7 @@
 SIGTERM."""
 import dataclasses
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -45,16 +46,30 @@ def train(config, workdir, resume=False, plan=None):
                         f'training images of {dataset.name}: choose a smaller one')
     mesh = parallel.make_mesh(config.devices, config.batch_size)
     platform = mesh.devices.flat[0].platform
-    plan = plan or update.plan_steps(platform, config.steps_per_dispatch)
-    # Record what was resolved ('mnist' may fall back to 'mnist5k'; the steps per call
-    # depend on the backend), so that analyze.py and a resume use the same.
-    config = dataclasses.replace(config, data=dataset.name, steps_per_dispatch=plan.steps_per_call)
-    run = rundir.open_for_training(workdir, config, resume, writer=jax.process_index() == 0)
+    plan = plan or _plan_steps(platform, config, workdir if resume else None)
+    # Record what was resolved ('mnist' may fall back to 'mnist5k'; an idx: folder made
+    # absolute; the steps per call depend on the backend), so that analyze.py and a resume
+    # use the same.
+    config = dataclasses.replace(config, data=rundir.resolved_data(dataset.name),
+                                 steps_per_dispatch=plan.steps_per_call)
+    run = rundir.open_for_training(workdir, config, resume, writer=jax.process_index() == 0,
+                                   num_train=num_train)
     try:
       return _train(config, dataset, mesh, plan, runtime.compiler_options(platform), run,
                     signals, started)
     finally:
       run.close()
+
+
+def _plan_steps(platform, config, resumed_workdir):
+  try:
+    return update.plan_steps(platform, config.steps_per_dispatch)
+  except ConfigError:
+    # A run moved from an accelerator to a CPU: its saved steps per call do not fit here.
+    saved = resumed_workdir and rundir.saved_config(resumed_workdir)
+    if not saved or saved.get('steps_per_dispatch') != config.steps_per_dispatch:
+      raise
+    return update.plan_steps(platform)
 
 
 def _train(config, dataset, mesh, plan, compiler_options, run, signals, started):
@@ -65,13 +80,20 @@ def _train(config, dataset, mesh, plan, compiler_options, run, signals, started)
   optimizer = update.make_optimizer(config.lr, config.weight_decay)
   state = run.restore_latest(parallel.replicated_init(
       lambda: update.init_state(config.seed, optimizer, config.latent_dim, config.init), mesh))
-  run.write_config(config)
   step = saved_step = int(state.step)
   say = tqdm.write if run.writer else lambda line: None
+  if step > total_steps:
+    raise ConfigError(f'the run in {run.path} is at step {step}, past the {total_steps} steps '
+                      'asked for: ask for more with --steps or --epochs, or analyse it as it is')
+  if step == total_steps and step:
+    say(f'the run in {run.path} has already done its {step} steps: nothing to train; ask for '
+        'more with --steps or --epochs')
+    return state
+  run.write_config(config)
   where = runtime.describe()
   run.log({'event': 'start', 'step': step, 'devices_used': mesh.devices.size,
            'steps_per_call': plan.steps_per_call, 'unrolled': plan.unroll, **where})
-  if not _is_call_boundary(step, eval_every, total_steps, plan.steps_per_call):
+  if run.exact and not _is_call_boundary(step, eval_every, total_steps, plan.steps_per_call):
     say(f'warning: step {step}, where the run stopped, is inside a call of this run\'s '
         'schedule (its length changed): it will end within rounding of an uninterrupted run, '
         'not bit for bit')
@@ -79,7 +101,8 @@ def _train(config, dataset, mesh, plan, compiler_options, run, signals, started)
                       config.batch_size, compiler_options)
   peers = parallel.PeerWatch(lambda: (
       f'the last complete checkpoint (step {max(run.checkpoint_steps(), default=0)}) in '
-      f'{run.path} is usable: start every process again with --resume'))
+      f'{run.path} is usable: start every process again with --resume '
+      f'(--workdir {shlex.quote(str(run.path))})'))
 
   with tqdm(total=total_steps, initial=step, unit='step', dynamic_ncols=True,
             disable=not run.writer, desc='training') as bar:
@@ -126,6 +149,9 @@ def _train(config, dataset, mesh, plan, compiler_options, run, signals, started)
       if step == segment_end or (stopping and step > saved_step):
         test_mse = float(np.mean(inference.image_errors(parallel.local_copy(state.params),
                                                         dataset.test.images)))
+        # A checkpoint is written only for a finite evaluation: a resume, analyze.py and
+        # the divergence message all take every checkpoint for a good model.
+        _check_finite([test_mse], step - 1, run, 'the test MSE')
         # The record first: a kill between the two leaves a record past the last
         # checkpoint, which a resume drops, never a checkpoint missing from the log.
         run.log({'event': 'eval', 'step': step, 'epoch': round(step / steps_per_epoch, 3),
@@ -134,6 +160,9 @@ def _train(config, dataset, mesh, plan, compiler_options, run, signals, started)
         with peers.waiting(f'the checkpoint of step {step}'):
           run.save(state, test_mse)
         saved_step = step
+        if not stopping:  # a signal that came during the save stops here, not a call later
+          with peers.waiting('agreeing whether to stop'):
+            stopping = signals.agreed()
         say(f'step {step}: train loss {np.mean(segment_losses):.5f}, test MSE/pixel '
             f'{test_mse:.5f}, {images_per_s:.0f} images/s')
         segment_losses = []
@@ -142,16 +171,22 @@ def _train(config, dataset, mesh, plan, compiler_options, run, signals, started)
     where = (f'its checkpoint is in {run.path}' if step == saved_step and step else
              'no checkpoint was written')
     raise Stopped(f'stopped by {signal.Signals(signum).name} at step {step}; {where}: '
-                  f'continue with python train.py --workdir {run.path} --resume', signum)
+                  f'continue with {resume_command(run.path)}', signum)
   return state
 
 
-def _check_finite(losses, step, run):
-  if not np.all(np.isfinite(losses)):
-    bad = int(np.argmin(np.isfinite(losses)))
+def resume_command(workdir):
+  """The command line that continues the run in workdir, quoted for a POSIX shell."""
+  return f'python train.py --workdir {shlex.quote(str(workdir))} --resume'
+
+
+def _check_finite(values, step, run, what='loss'):
+  """Raises TrainingDiverged if any of the values of steps step + 1, ... is not finite."""
+  if not np.all(np.isfinite(values)):
+    bad = int(np.argmin(np.isfinite(values)))
     kept = ('no checkpoint was written' if not run.checkpoint_steps() else
             f'the last good checkpoint (step {max(run.checkpoint_steps())}) in {run.path} is kept')
-    raise TrainingDiverged(f'loss is {losses[bad]} at step {step + bad + 1}: training stopped; '
+    raise TrainingDiverged(f'{what} is {values[bad]} at step {step + bad + 1}: training stopped; '
                            f'{kept}; try a lower --lr')
 
 
@@ -225,8 +260,8 @@ class StopSignals:
     name = signal.Signals(signum).name
     if self.received is not None:
       sys.stderr.write(f'\n{name} again: stopped at once; the last complete checkpoint in '
-                       f'{self.workdir} is usable: continue with python train.py --workdir '
-                       f'{self.workdir} --resume\n')
+                       f'{self.workdir} is usable: continue with '
+                       f'{resume_command(self.workdir)}\n')
       sys.stderr.flush()
       os._exit(128 + signum)  # no cleanup to wait for: the checkpoints are written atomically
     self.received = signum

@@ -44,9 +44,9 @@ def initialize_distributed(environ=os.environ):
       raise ConfigError(f'{" and ".join(given)} set without {" and ".join(missing)}: a run of '
                         'several processes by hand needs all three (see the README)')
     address, count, index = (given[name] for name in BY_HAND)
-    if not count.isdigit() or int(count) < 1:
+    if not _is_count(count) or int(count) < 1:
       raise ConfigError(f'JAX_NUM_PROCESSES must be a positive integer, got {count!r}')
-    if not index.isdigit() or int(index) >= int(count):
+    if not _is_count(index) or int(index) >= int(count):
       raise ConfigError(f'JAX_PROCESS_ID must be an integer from 0 to {int(count) - 1}, '
                         f'got {index!r}')
     host, _, port = address.rpartition(':')
@@ -63,6 +63,10 @@ def initialize_distributed(environ=os.environ):
                         'a port that is free on process 0\'s host') from None
   elif _in_cluster(environ):
     jax.distributed.initialize(heartbeat_timeout_seconds=_heartbeat_timeout(environ))
+
+
+def _is_count(text):
+  return text.isascii() and text.isdigit()  # str.isdigit alone takes '²', which int() refuses
 
 
 def _heartbeat_timeout(environ):
@@ -90,7 +94,7 @@ def make_mesh(devices, batch_size):
     count = len(available) if several else 1
   elif devices == 'all':
     count = len(available)
-  elif devices.isdigit() and 1 <= int(devices) <= len(available):
+  elif _is_count(devices) and 1 <= int(devices) <= len(available):
     count = int(devices)
   else:
     raise ConfigError(f"--devices must be 'auto', 'all' or a number from 1 to {len(available)} "

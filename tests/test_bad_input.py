@@ -1,13 +1,16 @@
 """Every mistake a user can make at the command line: exit code 2, one line on stderr that
 says what to do, and nothing written or lost."""
 import hashlib
+import json
+import subprocess
 
 import numpy as np
 import pytest
 
+import analyze as analyze_cli
 import train as train_cli
 from idx_files import write_idx, write_idx_dataset
-from jax_ae import data, loop, rundir
+from jax_ae import data, loop, rundir, study
 from jax_ae.config import Config
 
 
@@ -102,6 +105,10 @@ def test_bad_idx_files(break_it, message, tmp_path, capsys):
     (['--seed', -1], '--seed must be an integer from 0'),
     (['--devices', 'two'], "--devices must be 'auto', 'all' or a number"),
     (['--devices', 2], "--devices must be 'auto', 'all' or a number from 1 to 1"),
+    (['--devices', '\u00b2'], "--devices must be 'auto', 'all' or a number"),  # isdigit() takes it
+    (['--data', 'tfds:'], 'tfds: names no TFDS dataset'),
+    (['--data', 'tfds:Not-A-Name'], 'tfds:Not-A-Name names no TFDS dataset'),
+    (['--data', 'tfds:mnist/bogus'], 'tfds:mnist/bogus names no TFDS dataset'),
     (['--steps-per-dispatch', 64], '--steps-per-dispatch 64 on CPU'),
 ])
 def test_bad_flags(flags, message, tmp_path, capsys):
@@ -128,8 +135,8 @@ def test_existing_run_without_resume_is_kept(trained, capsys):
   assert snapshot(workdir) == before
 
 
-@pytest.mark.parametrize('flags', [['--lr', 0.5], ['--eval-every', 1],
-                                   ['--steps-per-dispatch', 1]])
+@pytest.mark.parametrize('flags', [['--lr', 0.5], ['--eval-every', 1], ['--seed', 1],
+                                   ['--data', 'mnist5k']])
 def test_resume_with_other_settings_is_refused(trained, capsys, flags):
   workdir, _ = trained
   before = snapshot(workdir)
@@ -137,7 +144,8 @@ def test_resume_with_other_settings_is_refused(trained, capsys, flags):
   assert snapshot(workdir) == before
 
 
-@pytest.mark.parametrize('content', ['{"data": "mnist5k", "ste', '{"learning_rate": 1}'])
+@pytest.mark.parametrize('content', ['{"data": "mnist5k", "ste', '{"learning_rate": 1}',
+                                     '{"data": "mnist5k", "batch_size": "64"}'])
 def test_a_damaged_config_json_is_one_line(trained, tmp_path, capsys, content):
   _, config = trained
   workdir = tmp_path / 'damaged'
@@ -145,7 +153,78 @@ def test_a_damaged_config_json_is_one_line(trained, tmp_path, capsys, content):
   (workdir / 'config.json').write_text(content)
   before = snapshot(workdir)
   assert_refused(['--workdir', workdir, '--resume'], 'config.json', capsys)
+  assert analyze_cli.main(['--workdir', str(workdir), '--out', str(tmp_path / 'out')]) == 2
+  lines = capsys.readouterr().err.splitlines()
+  assert len(lines) == 1 and 'config.json' in lines[0], lines
   assert snapshot(workdir) == before
+
+
+def test_analyze_out_naming_a_file_is_refused_before_the_analysis(trained, tmp_path, capsys,
+                                                                  monkeypatch):
+  workdir, _ = trained
+  (tmp_path / 'out').write_text('mine')
+  monkeypatch.setattr(study, 'analyze_run', lambda *args: pytest.fail('analysed'))
+  assert analyze_cli.main(['--workdir', str(workdir), '--out', str(tmp_path / 'out')]) == 2
+  assert '--out' in capsys.readouterr().err and (tmp_path / 'out').read_text() == 'mine'
+
+
+def test_analyze_refuses_nan_torch_weights(tmp_path, capsys, monkeypatch):
+  torch = pytest.importorskip('torch')
+  from jax_ae import torch_port
+  network = torch_port.torch_autoencoder()
+  with torch.no_grad():
+    next(network.parameters()).fill_(float('nan'))
+  torch.save(network.state_dict(), tmp_path / 'nan.pt')
+  monkeypatch.setattr(study, 'analyze', lambda *args, **kwargs: pytest.fail('analysed'))
+  assert analyze_cli.main(['--torch-weights', str(tmp_path / 'nan.pt'),
+                           '--out', str(tmp_path / 'out')]) == 2
+  assert 'NaN or infinite weights' in capsys.readouterr().err
+
+
+def test_a_nan_first_evaluation_exits_2_without_a_checkpoint(tiny_data, tmp_path, capsys):
+  # The step's loss is finite (computed before the update); the model after it is NaN.
+  workdir = tmp_path / 'run'
+  assert_refused(['--data', tiny_data, '--batch-size', 8, '--steps', 1, '--lr', 1e30,
+                  '--eval-every', 1, '--workdir', workdir], 'test MSE is nan at step 1', capsys)
+  opened = rundir.open_for_reading(workdir)
+  assert opened.checkpoint_steps() == [] and opened.records('eval') == []
+
+
+def test_checkpoints_without_config_json_are_refused(trained, tmp_path, capsys):
+  _, config = trained
+  workdir = tmp_path / 'orphan'
+  loop.train(config, workdir)
+  (workdir / 'config.json').unlink()
+  before = snapshot(workdir)
+  for resume in ([], ['--resume']):
+    assert_refused(['--data', config.data, '--batch-size', 8, '--seed', 3, '--lr', 0.01,
+                    '--workdir', workdir, *resume], 'holds checkpoints but no config.json',
+                   capsys)
+  assert snapshot(workdir) == before
+
+
+def test_a_full_disk_at_the_start_is_one_line(tmpfs, tiny_data, capsys):
+  disk = tmpfs('full', 'size=1M')
+  with open(disk / 'filler', 'wb') as filler:
+    with pytest.raises(OSError):
+      while True:
+        filler.write(b'\0' * 65536)
+        filler.flush()
+  assert_refused(['--data', tiny_data, '--batch-size', 8, '--steps', 2, '--workdir',
+                  disk / 'run'], 'No space left on device', capsys)
+  assert sorted(p.name for p in (disk / 'run').iterdir()) == ['.lock', 'checkpoints']
+
+
+def test_a_read_only_workdir_with_resume_is_one_line(tmpfs, trained, capsys):
+  _, config = trained
+  disk = tmpfs('disk', 'size=200M')
+  loop.train(config, disk / 'run')
+  subprocess.run(['mount', '-o', 'remount,ro', str(disk)], check=True)
+  try:
+    assert_refused(['--workdir', disk / 'run', '--resume', '--steps', 4],
+                   'cannot be written (Read-only file system)', capsys)
+  finally:
+    subprocess.run(['mount', '-o', 'remount,rw', str(disk)], check=True)
 
 
 def test_checkpoint_of_another_model_is_refused(trained, tmp_path, capsys):
@@ -196,6 +275,8 @@ def test_a_workdir_that_cannot_be_written(tmpfs, tiny_data, capsys):
       'JAX_PROCESS_ID': '2'}, 'JAX_PROCESS_ID must be an integer from 0 to 1'),
     ({'JAX_COORDINATOR_ADDRESS': '127.0.0.1', 'JAX_NUM_PROCESSES': '2',
       'JAX_PROCESS_ID': '0'}, 'JAX_COORDINATOR_ADDRESS must be host:port'),
+    ({'JAX_COORDINATOR_ADDRESS': '127.0.0.1:1234', 'JAX_NUM_PROCESSES': '\u00b2',
+      'JAX_PROCESS_ID': '0'}, 'JAX_NUM_PROCESSES must be a positive integer'),
 ])
 def test_a_half_set_multi_process_environment(environment, message, tiny_data, tmp_path,
                                               capsys, monkeypatch):
@@ -220,3 +301,63 @@ def test_a_bug_is_not_dressed_as_advice(tiny_data, tmp_path, monkeypatch):
   monkeypatch.setattr(data, 'load_dataset', broken)
   with pytest.raises(ValueError, match='a bug somewhere'):
     train_cli.main(['--data', tiny_data, '--workdir', str(tmp_path / 'run')])
+
+
+# Resumes a user would try: each goes where it was asked, or says why not.
+
+def test_a_relative_data_path_resumes_from_anywhere(tmp_path, capsys, monkeypatch):
+  (tmp_path / 'tiny').mkdir()
+  write_idx_dataset(tmp_path / 'tiny', n_train=40, n_test=8)
+  monkeypatch.chdir(tmp_path)
+  assert run_cli(['--data', 'idx:tiny', '--batch-size', 8, '--steps', 2, '--eval-every', 2,
+                  '--workdir', tmp_path / 'run'], capsys)[0] == 0
+  assert rundir.saved_config(tmp_path / 'run')['data'] == f'idx:{tmp_path / "tiny"}'
+  (tmp_path / 'elsewhere').mkdir()
+  monkeypatch.chdir(tmp_path / 'elsewhere')
+  assert run_cli(['--workdir', tmp_path / 'run', '--resume', '--steps', 4], capsys)[0] == 0
+  # The same folder, spelled another way.
+  assert run_cli(['--workdir', tmp_path / 'run', '--resume', '--steps', 6,
+                  '--data', f'idx:{tmp_path}/./tiny/'], capsys)[0] == 0
+  assert rundir.open_for_reading(tmp_path / 'run').checkpoint_steps() == [2, 4, 6]
+
+
+def test_eval_every_equal_to_its_default_is_the_same_setting(tiny_data, tmp_path, capsys):
+  # 40 images in batches of 8: an epoch is 5 steps.
+  flags = ['--data', tiny_data, '--batch-size', 8, '--workdir', tmp_path / 'run']
+  assert run_cli([*flags, '--steps', 5], capsys)[0] == 0
+  assert run_cli([*flags, '--steps', 10, '--eval-every', 5, '--resume'], capsys)[0] == 0
+  assert rundir.open_for_reading(tmp_path / 'run').checkpoint_steps() == [5, 10]
+
+
+def test_a_run_moved_to_a_backend_with_other_steps_per_call_resumes_with_one_warning(
+    tiny_data, tmp_path, capsys):
+  workdir = tmp_path / 'run'
+  assert run_cli(['--data', tiny_data, '--batch-size', 8, '--steps', 3, '--eval-every', 3,
+                  '--steps-per-dispatch', 2, '--workdir', workdir], capsys)[0] == 0
+  config = json.loads((workdir / 'config.json').read_text())
+  config['steps_per_dispatch'] = 64  # as a GPU saves it; too many for a CPU
+  (workdir / 'config.json').write_text(json.dumps(config))
+  code = train_cli.main(['--workdir', str(workdir), '--resume', '--steps', '6'])
+  captured = capsys.readouterr()
+  warnings = [line for line in (captured.out + captured.err).splitlines() if 'warning' in line]
+  assert code == 0, captured.err[-2000:]
+  assert len(warnings) == 1 and '64 steps per compiled call' in warnings[0], warnings
+  assert rundir.open_for_reading(workdir).checkpoint_steps() == [3, 6]
+  # This machine's own value is not refused either.
+  assert run_cli(['--workdir', workdir, '--resume', '--steps', 9, '--steps-per-dispatch', 1],
+                 capsys)[0] == 0
+  assert rundir.open_for_reading(workdir).checkpoint_steps() == [3, 6, 9]
+
+
+def test_a_resume_asked_for_another_length_goes_there_or_says_why(tiny_data, tmp_path, capsys):
+  workdir = tmp_path / 'run'
+  assert run_cli(['--data', tiny_data, '--batch-size', 8, '--steps', 4, '--eval-every', 2,
+                  '--workdir', workdir], capsys)[0] == 0
+  # --epochs replaces the saved --steps, which would otherwise win: 2 epochs of 5 steps.
+  assert run_cli(['--workdir', workdir, '--resume', '--epochs', 2], capsys)[0] == 0
+  assert max(rundir.open_for_reading(workdir).checkpoint_steps()) == 10
+  assert rundir.saved_config(workdir)['steps'] is None
+  before = snapshot(workdir)
+  assert_refused(['--workdir', workdir, '--resume', '--steps', 2],
+                 'is at step 10, past the 2 steps asked for', capsys)
+  assert snapshot(workdir) == before

@@ -2,7 +2,10 @@
 import dataclasses
 import json
 import logging
+import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -194,7 +197,18 @@ def replace_with_garbage(folder):
   (folder / 'params').write_bytes(np.random.default_rng(0).bytes(1000))
 
 
-@pytest.mark.parametrize('damage', [remove_files, truncate_files, replace_with_garbage])
+def damage_metrics_item(folder):
+  # An item of older jax-ae checkpoints, which Orbax reads when it opens the folder.
+  (folder / 'metrics').mkdir()
+  (folder / 'metrics' / 'metrics').write_text('{"test_ms')
+
+
+def damage_checkpoint_metadata(folder):
+  (folder / '_CHECKPOINT_METADATA').write_text('{"item_handlers": {')
+
+
+@pytest.mark.parametrize('damage', [remove_files, truncate_files, replace_with_garbage,
+                                    damage_metrics_item, damage_checkpoint_metadata])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(full_run, tiny_data, tmp_path,
                                                                 capsys, damage):
   _, uninterrupted = full_run
@@ -236,3 +250,20 @@ def test_a_workdir_in_use_is_refused_and_a_dead_holders_lock_is_not(tiny_data, t
     holder.kill()
     holder.wait()
   assert int(loop.train(tiny_config(tiny_data, steps=2), tmp_path / 'run').step) == 2
+
+
+def test_a_signal_during_a_checkpoint_stops_after_it(tiny_data, tmp_path, monkeypatch):
+  real_save = rundir.Run.save
+
+  def save_and_get_a_signal(run, state, test_mse):
+    real_save(run, state, test_mse)
+    os.kill(os.getpid(), signal.SIGTERM)  # arrives while the checkpoint is being written
+
+  monkeypatch.setattr(rundir.Run, 'save', save_and_get_a_signal)
+  workdir = tmp_path / "a run's folder"  # the printed command quotes it
+  with pytest.raises(loop.Stopped) as stopped:
+    loop.train(tiny_config(tiny_data, steps=12), workdir)
+  assert 'at step 3; its checkpoint is in' in str(stopped.value)
+  assert shlex.split(str(stopped.value).split('continue with ')[1]) == [
+      'python', 'train.py', '--workdir', str(workdir), '--resume']
+  assert rundir.open_for_reading(workdir).checkpoint_steps() == [3]
