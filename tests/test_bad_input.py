@@ -2,7 +2,12 @@
 says what to do, and nothing written or lost."""
 import hashlib
 import json
+import os
+import shutil
 import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +17,9 @@ import train as train_cli
 from idx_files import write_idx, write_idx_dataset
 from jax_ae import data, loop, rundir, study
 from jax_ae.config import Config
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='module')
@@ -360,4 +368,72 @@ def test_a_resume_asked_for_another_length_goes_there_or_says_why(tiny_data, tmp
   before = snapshot(workdir)
   assert_refused(['--workdir', workdir, '--resume', '--steps', 2],
                  'is at step 10, past the 2 steps asked for', capsys)
+  assert snapshot(workdir) == before
+
+
+# Errors of access: one line naming the file, and nothing moved to damaged/ or rewritten.
+
+@pytest.fixture
+def as_another_user(tmp_path_factory):
+  """(folder, command prefix): a folder this user and the prefix's user can reach, and a
+  prefix that runs a command as a user without root's right to read anything."""
+  if os.geteuid() != 0:
+    return tmp_path_factory.mktemp('access'), []
+  if not shutil.which('setpriv'):
+    pytest.skip('root without setpriv cannot lose its right to read')
+  folder = Path(tempfile.mkdtemp(prefix='jax-ae-access-'))
+  folder.chmod(0o755)  # tmp_path's parents are root's alone
+  yield folder, ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
+  shutil.rmtree(folder)
+
+
+def train_as(prefix, *flags):
+  environment = {**os.environ, 'JAX_AE_COMPILATION_CACHE': '0'}
+  return subprocess.run([*prefix, sys.executable, str(ROOT / 'train.py'), *map(str, flags)],
+                        capture_output=True, text=True, env=environment, timeout=300)
+
+
+def give_to(prefix, folder):
+  if prefix:
+    subprocess.run(['chown', '-R', '65534:65534', str(folder)], check=True)
+
+
+@pytest.fixture
+def tiny_run(as_another_user):
+  folder, prefix = as_another_user
+  data = folder / 'idx'
+  data.mkdir()
+  write_idx_dataset(data, n_train=40, n_test=8)
+  workdir = folder / 'run'
+  loop.train(Config(data=f'idx:{data}', steps=4, batch_size=8, eval_every=2,
+                    steps_per_dispatch=2), workdir)
+  give_to(prefix, folder)
+  return workdir, prefix
+
+
+def assert_one_line(result, message):
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+  assert lines[-1].startswith('error: ') and message in lines[-1], lines[-1]
+
+
+def test_an_unreadable_checkpoint_stops_in_one_line_and_is_not_moved(tiny_run):
+  workdir, prefix = tiny_run
+  unreadable = workdir / 'checkpoints' / '4' / 'default' / 'manifest.ocdbt'
+  unreadable.chmod(0)
+  before = snapshot(workdir)
+  assert_one_line(train_as(prefix, '--workdir', workdir, '--resume', '--steps', 6),
+                  f'cannot read {unreadable} (Permission denied)')
+  assert snapshot(workdir) == before and not (workdir / 'damaged').exists()
+
+
+def test_a_read_only_checkpoints_folder_with_a_damaged_checkpoint_is_one_line(tiny_run):
+  workdir, prefix = tiny_run
+  (workdir / 'checkpoints' / '4' / '_CHECKPOINT_METADATA').write_text('{"damaged')
+  (workdir / 'checkpoints').chmod(0o555)
+  before = snapshot(workdir)
+  result = train_as(prefix, '--workdir', workdir, '--resume', '--steps', 6)
+  (workdir / 'checkpoints').chmod(0o755)
+  assert_one_line(result, 'Permission denied')
+  assert 'could not write' in result.stderr.splitlines()[-1]
   assert snapshot(workdir) == before

@@ -1,6 +1,11 @@
 """The run directory's checkpoints: retention, exact round trips, a full disk."""
+import logging
+import sys
+import time
+
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from jax_ae import rundir, update
@@ -61,14 +66,43 @@ def test_analysis_falls_back_from_an_unreadable_final_checkpoint(tmp_path, capsy
     rundir.open_for_reading(tmp_path).load_params(step=3)
 
 
-def test_full_disk_keeps_the_previous_checkpoint(tmpfs):
+def test_full_disk_keeps_the_previous_checkpoint(tmpfs, capsys, caplog, monkeypatch):
+  unraisable = []
+  monkeypatch.setattr(sys, 'unraisablehook', unraisable.append)
   small_disk = tmpfs('disk', 'size=60M')  # room for one checkpoint of this model (43 MB), not two
   run = new_run(small_disk / 'run')
   run.save(state_at(0), 0.5)
   with pytest.raises(rundir.CheckpointError, match='no space left on device.*step 0 is intact'):
     run.save(state_at(1), 0.4)
+  # The one line says it all: none of Orbax's thread tracebacks, logged or unraisable.
+  time.sleep(1)  # TensorStore's callbacks outlive the failed save
+  assert 'Traceback' not in capsys.readouterr().err and not unraisable
+  assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
   run.close()
   reopened = rundir.open_for_training(small_disk / 'run', Config(data='mnist5k'), resume=True)
   assert reopened.checkpoint_steps() == [0]
   assert int(reopened.restore_latest(state_at(5)).step) == 0
   reopened.close()  # its lock file is open on the mount
+
+
+def test_a_bug_in_a_save_keeps_its_traceback(tmp_path, monkeypatch):
+  def broken(*args, **kwargs):
+    raise KeyError('a bug somewhere')
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', broken)
+  with pytest.raises(KeyError, match='a bug somewhere'):
+    new_run(tmp_path).save(state_at(1), 0.1)
+
+
+def test_a_checkpoint_of_non_finite_params_is_never_trusted(tmp_path, capsys):
+  # Older versions checkpointed a model whose evaluation was NaN.
+  run = new_run(tmp_path)
+  run.save(state_at(1), 0.1)
+  nan = state_at(2)
+  run.save(nan._replace(params=jax.tree.map(lambda p: p * np.nan, nan.params)), float('nan'))
+  run.close()
+  assert rundir.open_for_reading(tmp_path).load_params()[1] == 1
+  assert 'step 2' in capsys.readouterr().err
+  resumed = rundir.open_for_training(tmp_path, Config(data='mnist5k'), resume=True)
+  assert int(resumed.restore_latest(state_at(0)).step) == 1
+  resumed.close()
+  assert (tmp_path / 'damaged' / '2').is_dir()
