@@ -172,7 +172,9 @@ class PeerWatch:
     try:
       yield
     except Exception as error:
-      if not self.several:
+      # Only a failed collective means a lost peer: a UserError (a full disk in a save) says
+      # what it is itself, and any other exception is a bug, which keeps its traceback.
+      if not self.several or isinstance(error, UserError) or not _is_runtime_error(error):
         raise
       while error.__cause__ is not None:  # the collective's own message, not a wrapper's
         error = error.__cause__
@@ -192,6 +194,15 @@ class PeerWatch:
                          f'{self.advice()}\n')
         sys.stderr.flush()
         os._exit(1)  # the main thread is stuck in the collective
+
+
+def _is_runtime_error(error):
+  """Whether error, or what caused it, is JAX's runtime reporting a failed operation."""
+  while error is not None:
+    if isinstance(error, jax.errors.JaxRuntimeError):
+      return True
+    error = error.__cause__
+  return False
 
 
 def local_copy(tree):

@@ -5,7 +5,11 @@ import subprocess
 import sys
 import textwrap
 
+import jax
+import pytest
+
 from idx_files import write_idx_dataset
+from jax_ae import parallel, rundir
 
 SCRIPT = textwrap.dedent('''
     import sys
@@ -57,3 +61,22 @@ def test_four_devices_train_like_one_and_share_checkpoints(tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().endswith('OK'), result.stdout
+
+
+def several_processes_watch():
+  watch = parallel.PeerWatch(lambda: 'resume')
+  watch.several = True  # as in a job of several processes, without its watchdog thread
+  return watch
+
+
+def test_a_failed_collective_is_a_lost_peer_and_nothing_else_is():
+  watch = several_processes_watch()
+  with pytest.raises(parallel.PeerLost, match='failed in the call.*probably stopped; resume'):
+    with watch.waiting('the call'):
+      raise jax.errors.JaxRuntimeError('gloo: connection closed by peer')
+  full_disk = rundir.CheckpointError('could not write the checkpoint: no space left on device')
+  for error in (full_disk, KeyError('a bug')):
+    with pytest.raises(type(error)) as raised:
+      with watch.waiting('the checkpoint'):
+        raise error
+    assert raised.value is error
