@@ -10,6 +10,7 @@ The public API (jax_ae/api.py), what train.py, analyze.py and the notebook use:
 
 Modules, one concern each:
   api        the public API above
+  cli        the command lines: train.py, analyze.py, jax-ae-train, python -m jax_ae
   images     what an image is: uint8 0-255 or floats in [0, 1]; the one /255; the input check
   model      the lab's network in Flax Linen
   data       MNIST-like datasets as numpy arrays

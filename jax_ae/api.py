@@ -38,18 +38,19 @@ def train(config, workdir, resume=False):
   return parallel.local_copy(state.params)
 
 
-def analyze(workdir, out=None, progress=print):
+def analyze(workdir, out=None, compare=(), progress=print):
   """The latent-space study of a run (analyze.py --workdir): restores its final checkpoint,
   measures it on the run's dataset and writes the figures, metrics.json, codes.npz and
   report.md into out (default: workdir/analysis). Returns that folder, a Path.
 
-  progress: called with a line as each stage starts (None: silent). A study takes about two
-  minutes on 2 CPU cores.
+  compare: other runs' workdirs, drawn beside this one in compression.png. progress: called
+  with a line as each stage starts (None: silent); a study takes about two minutes on 2 CPU
+  cores.
   """
   from jax_ae import study  # scikit-learn, matplotlib: imported when one analyses
   runtime.enable_compilation_cache()
   with _quiet_checkpoints():
-    return Path(study.analyze_run(workdir, out, progress=progress))
+    return Path(study.analyze_run(workdir, out, compare=compare, progress=progress))
 
 
 def load_model(workdir, step=None):

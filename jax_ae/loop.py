@@ -31,15 +31,16 @@ class Stopped(Exception):
     self.signum = signum
 
 
-def train(config, workdir, resume=False, plan=None):
+def train(config, workdir, resume=False, plan=None, dataset=None):
   """Trains (or resumes) the run in workdir; returns the final TrainState.
 
   plan: how a call runs its steps (update.StepPlan); None: update.plan_steps's choice for
-  the devices in use.
+  the devices in use. dataset: config.data as data.load_dataset returns it, when the caller
+  has loaded it already (train.py, to name a new run's folder after the data it resolved to).
   """
   workdir, started = Path(workdir), time.perf_counter()
   with StopSignals(workdir) as signals:
-    dataset = data.load_dataset(config.data)
+    dataset = data.load_dataset(config.data) if dataset is None else dataset
     num_train = len(dataset.train.images)
     if config.batch_size > num_train:
       raise ConfigError(f'--batch-size {config.batch_size} is larger than the {num_train} '
