@@ -28,8 +28,9 @@ def train(config, workdir, resume=False):
 
   As train.py: the config, metrics.jsonl (and TensorBoard events, with tensorboardX) and the
   checkpoints go into workdir; JAX's persistent compilation cache is on, so a second run of
-  the same shapes skips compiling (JAX_AE_COMPILATION_CACHE=0 turns it off). A run resumed
-  past its length returns at once. Raises a UserError for anything a user can fix.
+  the same shapes skips compiling (JAX_AE_COMPILATION_CACHE=0 turns it off). A finished run
+  resumed returns at once; to train it on, resume with a larger config.steps or config.epochs.
+  Raises a UserError for anything a user can fix.
   """
   from jax_ae import loop, parallel  # the training stack, imported when one trains
   runtime.enable_compilation_cache()
