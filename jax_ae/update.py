@@ -67,8 +67,16 @@ def plan_steps(platform, steps_per_call=None):
   return StepPlan(steps_per_call, unroll=True)
 
 
-def make_train_steps(optimizer, plan):
+def image_loss(params, rows):
+  """mse_loss of uint8 image rows gathered from the training split."""
+  return mse_loss(params, to_float(rows))
+
+
+def make_train_steps(optimizer, plan, loss=image_loss):
   """train_steps(state, images, batch_indices) -> (state, losses), to be jitted.
+
+  loss(params, rows): the loss of a batch of rows of `images` (default: the autoencoder's MSE
+    on uint8 images; tests train other models through the same step).
 
   images: (N, 784) uint8, the whole training split on the device. Flat rows, because TPUs
     tile the two minor dimensions of an array: (N, 28, 28, 1) would pad each image's
@@ -77,10 +85,9 @@ def make_train_steps(optimizer, plan):
   Returns the new state and the K losses.
   """
   def step(state, images, indices):
-    batch = to_float(images[indices])  # (B, 784) uint8 gathered on the device -> (B, 28, 28, 1)
-    loss, grads = jax.value_and_grad(mse_loss)(state.params, batch)
+    value, grads = jax.value_and_grad(loss)(state.params, images[indices])
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    return TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1), loss
+    return TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1), value
 
   def train_steps(state, images, batch_indices):
     if plan.unroll or len(batch_indices) == 1:
