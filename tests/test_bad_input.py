@@ -144,7 +144,8 @@ def test_existing_run_without_resume_is_kept(trained, capsys):
 
 
 @pytest.mark.parametrize('flags', [['--lr', 0.5], ['--eval-every', 1], ['--seed', 1],
-                                   ['--data', 'mnist5k']])
+                                   ['--data', 'mnist5k'], ['--latent-dim', 2],
+                                   ['--init', 'flax']])
 def test_resume_with_other_settings_is_refused(trained, capsys, flags):
   workdir, _ = trained
   before = snapshot(workdir)
