@@ -1,7 +1,7 @@
 """The lab's recipe in plain PyTorch, beside jax-ae's runs of it: does the reimplementation
 reproduce the lab within run-to-run noise?
 
-python bench/parity.py torch --seed S [--data mnist5k] [--out results/parity]
+python bench/parity.py torch --seed S [--data mnist5k] [--out results/parity] [--threads T]
   trains the lab's network in PyTorch eager on the CPU (PyTorch's own initialization from
   torch.manual_seed(S), Adam(lr, weight_decay) as the lab, MSE), on the batches jax-ae's run
   of seed S sees (update.batch_schedule), and evaluates the test MSE per pixel at the same
@@ -24,8 +24,10 @@ from jax_ae import data, rundir, torch_port, update
 from jax_ae.config import Config
 
 
-def train_torch(seed, source, out):
+def train_torch(seed, source, out, threads=None):
   import torch
+  if threads:
+    torch.set_num_threads(threads)
   torch.manual_seed(seed)
   config = Config(data=source, seed=seed)
   dataset = data.load_dataset(source)
@@ -57,7 +59,8 @@ def train_torch(seed, source, out):
                'data': dataset.name, 'steps': total, 'batch_size': config.batch_size,
                'lr': config.lr, 'weight_decay': config.weight_decay,
                'init': "PyTorch's default (reset_parameters)",
-               'seconds': round(time.perf_counter() - started, 1), 'evals': evals,
+               'seconds': round(time.perf_counter() - started, 1),
+               'torch_threads': torch.get_num_threads(), 'evals': evals,
                'machine': output.machine()}, out / f'torch_seed{seed}.json')
 
 
@@ -101,9 +104,10 @@ def main():
   parser.add_argument('--data', default='mnist5k')
   parser.add_argument('--jax', nargs='*', default=[])
   parser.add_argument('--out', type=Path, default=Path('results/parity'))
+  parser.add_argument('--threads', type=int, help="torch's CPU threads (default: torch's own)")
   args = parser.parse_args()
   if args.what == 'torch':
-    train_torch(args.seed, args.data, args.out)
+    train_torch(args.seed, args.data, args.out, args.threads)
   else:
     report(args.jax, args.out)
 
