@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 import output
-from jax_ae import loop, parallel, runtime, update
+from jax_ae import dispatch, parallel, update
+from jax_ae.config import Config
 
 BATCH = 64
 
@@ -24,8 +25,8 @@ def main(argv=None):
   parser.add_argument('--out', type=Path)
   args = parser.parse_args(argv)
   images = np.random.default_rng(0).integers(0, 256, (60_000, 28, 28, 1), np.uint8)
-  mesh = parallel.make_mesh('auto', BATCH)
-  optimizer = update.make_optimizer(1e-4, 1e-6)
+  config = Config(batch_size=BATCH)  # the lab's recipe
+  mesh = parallel.make_mesh(config.devices, BATCH)
   variants = {  # name: (plan, steps per call)
       'lax.scan': (update.StepPlan(args.steps, unroll=False), args.steps),
       'unrolled (train.py on CPU)': (update.StepPlan(args.steps, unroll=True), args.steps),
@@ -33,18 +34,16 @@ def main(argv=None):
   }
   runs = {}
   for name, (plan, length) in variants.items():
-    state = parallel.replicated_init(lambda: update.init_state(0, optimizer), mesh)
-    dispatch = loop.Dispatch(optimizer, plan, mesh, images, 0, BATCH,
-                             runtime.compiler_options('cpu'))
-    dispatch.compile(state, length)
-    runs[name] = [dispatch, state, length]
+    state, _, calls = dispatch.build(config, mesh, plan, images)
+    calls.compile(state, length)
+    runs[name] = [calls, state, length]
   seconds = {name: [] for name in variants}
   for round_ in range(args.rounds + 1):  # round 0 warms up
     for name, entry in runs.items():
-      dispatch, state, length = entry
+      calls, state, length = entry
       start = time.perf_counter()
       for first in range(round_ * args.steps, (round_ + 1) * args.steps, length):
-        state, losses = dispatch(state, first, length)
+        state, losses = calls(state, first, length)
         np.asarray(losses)
       entry[1] = state
       if round_:
@@ -64,5 +63,6 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+  from jax_ae import runtime
   runtime.set_cpu_xla_flags()  # as train.py, before JAX starts
   sys.exit(main())

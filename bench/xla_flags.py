@@ -6,7 +6,7 @@ python bench/xla_flags.py [--rounds R] [--out results/bench/xla_flags.json]
 - multi-output fusion: runtime.CPU_XLA_FLAGS, which train.py puts in XLA_FLAGS.
 XLA reads XLA_FLAGS once, when JAX starts its CPU backend, so each setting runs in its own
 process; the settings alternate, round after round, so machine noise hits all of them.
-Each process times train.py's calls (loop.Dispatch: 4 unrolled steps a call, batch 64).
+Each process times train.py's calls (dispatch.build: 4 unrolled steps a call, batch 64).
 """
 import argparse
 import json
@@ -31,22 +31,21 @@ BATCH, CALLS = 64, 6
 def child(options, flags):
   """Milliseconds per training step with the options given or not."""
   os.environ.pop('XLA_FLAGS', None)
-  from jax_ae import loop, parallel, runtime, update
+  from jax_ae import dispatch, parallel, runtime, update
+  from jax_ae.config import Config
   if flags:
     runtime.set_cpu_xla_flags()
   import numpy as np
+  config = Config(batch_size=BATCH)  # the lab's recipe
   plan = update.plan_steps('cpu')
-  mesh = parallel.make_mesh('auto', BATCH)
-  optimizer = update.make_optimizer(1e-4, 1e-6)
-  state = parallel.replicated_init(lambda: update.init_state(0, optimizer), mesh)
+  mesh = parallel.make_mesh(config.devices, BATCH)
   images = np.random.default_rng(0).integers(0, 256, (60_000, 28, 28, 1), np.uint8)
-  dispatch = loop.Dispatch(optimizer, plan, mesh, images, 0, BATCH,
-                           runtime.compiler_options('cpu') if options else {})
-  dispatch.compile(state, plan.steps_per_call)
+  state, _, calls = dispatch.build(config, mesh, plan, images, None if options else {})
+  calls.compile(state, plan.steps_per_call)
   seconds = []
   for call in range(CALLS + 2):  # two calls to warm up
     start = time.perf_counter()
-    state, losses = dispatch(state, call * plan.steps_per_call, plan.steps_per_call)
+    state, losses = calls(state, call * plan.steps_per_call, plan.steps_per_call)
     np.asarray(losses)
     seconds.append(time.perf_counter() - start)
   return 1e3 * statistics.median(seconds[2:]) / plan.steps_per_call

@@ -6,7 +6,8 @@ The public API (jax_ae/api.py), what train.py, analyze.py and the notebook use:
   jax_ae.load_model(workdir, step=None) -> params
   jax_ae.encode(params, images), decode(params, codes), reconstruct(params, images)
   jax_ae.export_torch(workdir, path), import_torch(path), torch_autoencoder(latent_dim)
-  jax_ae.UserError: the base of every error a user can fix (ImageError for bad arrays)
+  jax_ae.UserError: the base of every error a user can fix (ImageError for bad arrays;
+    jax_ae/errors.py holds it, ConfigError, DataError and the first-line helper)
 
 Modules, one concern each:
   api        the public API above
@@ -16,10 +17,12 @@ Modules, one concern each:
   data       MNIST-like datasets as numpy arrays
   download   MNIST's IDX files, downloaded once and checked
   update     the train state, the optimizer, the jitted steps and how a call runs them
-  loop       the host loop: one compiled program, evaluations, checkpoints, signals
+  dispatch   a Config's optimizer, initial state and compiled calls: the one builder
+  loop       the host loop: schedule, call, check, evaluate and checkpoint
+  signals    stopping cleanly on SIGINT or SIGTERM, and the command that resumes
   rundir     a run directory: its config, metrics log, checkpoints and lock
   tensorboard_log  the metrics log as TensorBoard events, with tensorboardX
-  parallel   the device mesh and the distributed runtime
+  parallel   the device mesh, the distributed runtime and the job's processes
   runtime    XLA options, the compilation cache, what the backend is
   inference  encode, decode, reconstruct and per-image errors over whole splits
   study      the latent-space study of a model: every number, figure and file it writes

@@ -378,8 +378,13 @@ def interpolate(start, end, steps):
   return (1 - t) * start + t * end
 
 
-def steps_per_epoch(eval_records):
-  """Updates per epoch from the metrics log's 'eval' records (which round epochs to 3
-  decimals: the one of the most epochs is the most exact), or None before a first one."""
-  last = max(eval_records, key=lambda record: record['epoch'], default=None)
-  return last['step'] / last['epoch'] if last and last['epoch'] > 0 else None
+def steps_per_epoch(records):
+  """Updates per epoch of a run, from its metrics log: the 'start' record's; for a log of a
+  jax-ae that stored none there, from the epoch its 'eval' records rounded to 3 decimals
+  (the one of the most epochs is the most exact); None when the log tells neither."""
+  starts = [r for r in records or () if r.get('event') == 'start' and 'steps_per_epoch' in r]
+  if starts:
+    return starts[-1]['steps_per_epoch']
+  evals = [r for r in records or () if r.get('event') == 'eval' and r.get('epoch', 0) > 0]
+  last = max(evals, key=lambda record: record['epoch'], default=None)
+  return last['step'] / last['epoch'] if last else None

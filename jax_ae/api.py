@@ -19,7 +19,7 @@ import numpy as np
 
 from jax_ae import images as images_module
 from jax_ae import inference, runtime
-from jax_ae.errors import UserError
+from jax_ae.errors import UserError, first_line
 
 
 def train(config, workdir, resume=False):
@@ -106,7 +106,7 @@ def export_torch(workdir, path, step=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state_dict, path)
   except (OSError, RuntimeError) as error:  # torch reports a missing folder as RuntimeError
-    raise ExportError(f'cannot write {path} ({_first_line(error)}): choose a path you can '
+    raise ExportError(f'cannot write {path} ({first_line(error)}): choose a path you can '
                       'write to') from None
   return path
 
@@ -145,10 +145,6 @@ def _torch(needed_for):
   except ImportError:
     raise ExportError(f'{needed_for} needs PyTorch: pip install torch') from None
   return torch
-
-
-def _first_line(error):
-  return (str(error).splitlines() or [type(error).__name__])[0][:120]
 
 
 @contextlib.contextmanager

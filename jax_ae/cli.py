@@ -16,7 +16,7 @@ import traceback
 import jax
 from absl import logging as absl_logging
 
-from jax_ae import api, data, loop, parallel, rundir, runtime, update
+from jax_ae import api, data, loop, parallel, rundir, runtime, signals, update
 from jax_ae.config import LAB_EPOCHS, SMALL_DATA_EPOCHS, Config, ConfigError
 from jax_ae.errors import UserError
 
@@ -139,12 +139,12 @@ def train_main(argv=None, command=SCRIPT):
     loop.train(config, workdir, resume, dataset=dataset)
   except UserError as error:
     return _end(2, f'error: {error}')
-  except loop.Stopped as stop:
+  except signals.Stopped as stop:
     return _end(128 + stop.signum, str(stop))
   except KeyboardInterrupt:  # before the loop took over the signals
     return _end(130, 'interrupted before training started: nothing was written')
   except BaseException:
-    if jax.process_count() > 1:
+    if parallel.several_processes():
       traceback.print_exc()
       _end(1, 'error: a bug ended this process of the job (see the traceback above)')
     raise
@@ -165,7 +165,7 @@ def _what_next(workdir, command):
 
 def _end(code, line):
   print(line, file=sys.stderr)
-  if jax.process_count() > 1:
+  if parallel.several_processes():
     # JAX's exit waits for every process of the job at a barrier, and one that stopped
     # never comes: leave at once.
     sys.stderr.flush()

@@ -4,7 +4,7 @@ import typing
 
 import numpy as np
 
-from jax_ae.errors import UserError
+from jax_ae.errors import ConfigError
 from jax_ae.model import INITS, LATENT_DIM
 
 # On the 4,000 bundled training digits the lab's 10 epochs are only 625 updates, which leave
@@ -15,10 +15,6 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)  # the step computes in float32
 
 
 _KIND_NAMES = {int: 'an integer', float: 'a number', str: 'a string', type(None): 'unset'}
-
-
-class ConfigError(UserError):
-  """A bad setting."""
 
 
 @dataclasses.dataclass(frozen=True)

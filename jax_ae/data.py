@@ -22,7 +22,7 @@ import zlib
 import numpy as np
 
 from jax_ae import download
-from jax_ae.errors import UserError
+from jax_ae.errors import DataError, first_line
 
 DIGITS = tuple('0123456789')
 FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
@@ -55,10 +55,6 @@ class Dataset:
   train: Split
   test: Split
   class_names: tuple[str, ...]  # 10 names, for plot legends
-
-
-class DataError(UserError):
-  """A user-fixable data problem; str() is one line that says what to do."""
 
 
 class _TfdsUnavailable(Exception):
@@ -120,8 +116,7 @@ def _load_tfds(name, data_dir):
     raise DataError(f"tfds:{name} is not a TFDS dataset: check the name, or "
                     f"{OTHER_SOURCES}") from None
   except ValueError as error:  # a name TFDS cannot parse, or a config the dataset lacks
-    reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
-    raise DataError(f'tfds:{name} names no TFDS dataset ({reason}): write '
+    raise DataError(f'tfds:{name} names no TFDS dataset ({first_line(error)}): write '
                     f'tfds:<name>[/<config>], e.g. tfds:fashion_mnist, or {OTHER_SOURCES}') from None
   features = builder.info.features  # known from the code, before any download
   if not {'image', 'label'} <= features.keys():
@@ -169,9 +164,8 @@ def _prepare(builder, where):
     tf.config.set_visible_devices([], 'GPU')
     builder.download_and_prepare(file_format='array_record')  # the random-access format
   except Exception as e:  # a download or conversion error of any kind: none is ours to fix
-    first_line = (str(e).splitlines() or [''])[0]
     raise _TfdsUnavailable(f'{where} is not prepared and preparing it failed '
-                           f'({type(e).__name__}: {first_line})', fix) from None
+                           f'({type(e).__name__}: {first_line(e)})', fix) from None
 
 
 def _tfds_split(source, split, where):

@@ -1,12 +1,13 @@
 """The host loop: the data to the device, the training step compiled once per call length
 (two programs at most), evaluations, checkpoints, the log, and stopping cleanly on SIGINT or
-SIGTERM."""
+SIGTERM.
+
+A run reads as schedule -> call -> check -> evaluate and checkpoint: call_schedule says which
+calls a run makes, dispatch.Dispatch makes them, _check_finite stops a diverged run, and
+_evaluate_and_save writes the test MSE and the checkpoint at each segment's end.
+"""
 import dataclasses
-import os
 import shlex
-import signal
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -14,21 +15,13 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from jax_ae import data, inference, parallel, rundir, runtime, update
-from jax_ae.config import ConfigError
-from jax_ae.errors import UserError
+from jax_ae import data, dispatch, inference, parallel, rundir, runtime, update
+from jax_ae.errors import ConfigError, UserError
+from jax_ae.signals import StopSignals
 
 
 class TrainingDiverged(UserError):
   """A NaN or infinite loss; the last good checkpoint is kept."""
-
-
-class Stopped(Exception):
-  """Training stopped on a signal after checkpointing; str() says how to resume."""
-
-  def __init__(self, message, signum):
-    super().__init__(message)
-    self.signum = signum
 
 
 def train(config, workdir, resume=False, plan=None, dataset=None):
@@ -46,8 +39,8 @@ def train(config, workdir, resume=False, plan=None, dataset=None):
       raise ConfigError(f'--batch-size {config.batch_size} is larger than the {num_train} '
                         f'training images of {dataset.name}: choose a smaller one')
     mesh = parallel.make_mesh(config.devices, config.batch_size)
-    platform = mesh.devices.flat[0].platform
-    plan = plan or _plan_steps(platform, config, workdir if resume else None)
+    plan = plan or _plan_steps(mesh.devices.flat[0].platform, config,
+                               workdir if resume else None)
     # Record what was resolved ('mnist' may fall back to 'mnist5k'; an idx: folder made
     # absolute; the steps per call depend on the backend), so that analyze.py and a resume
     # use the same.
@@ -56,8 +49,7 @@ def train(config, workdir, resume=False, plan=None, dataset=None):
     run = rundir.open_for_training(workdir, config, resume, writer=jax.process_index() == 0,
                                    num_train=num_train)
     try:
-      return _train(config, dataset, mesh, plan, runtime.compiler_options(platform), run,
-                    signals, started)
+      return _train(config, dataset, mesh, plan, run, signals, started)
     finally:
       run.close()
 
@@ -73,112 +65,99 @@ def _plan_steps(platform, config, resumed_workdir):
     return update.plan_steps(platform)
 
 
-def _train(config, dataset, mesh, plan, compiler_options, run, signals, started):
+def _train(config, dataset, mesh, plan, run, signals, started):
   num_train = len(dataset.train.images)
-  steps_per_epoch = config.steps_per_epoch(num_train)
   total_steps = config.total_steps(dataset.name, num_train)
   eval_every = config.eval_interval(num_train)
-  optimizer = update.make_optimizer(config.lr, config.weight_decay)
-  state = run.restore_latest(parallel.replicated_init(
-      lambda: update.init_state(config.seed, optimizer, config.latent_dim, config.init), mesh))
+  state, _, calls = dispatch.build(config, mesh, plan, dataset.train.images)
+  state = run.restore_latest(state)
   step = saved_step = int(state.step)
-  say = tqdm.write if run.writer else lambda line: None
-  if step > total_steps:
-    raise ConfigError(f'the run in {run.path} is at step {step}, past the {total_steps} steps '
-                      'asked for: ask for more with --steps or --epochs, or analyse it as it is')
-  if step == total_steps and step:
-    say(f'the run in {run.path} has already done its {step} steps: nothing to train; ask for '
-        'more with --steps or --epochs')
+  if _nothing_to_train(run, step, total_steps):
     return state
-  run.write_config(config)
-  where = runtime.describe()
-  run.log({'event': 'start', 'step': step, 'devices_used': mesh.devices.size,
-           'steps_per_call': plan.steps_per_call, 'unrolled': plan.unroll, **where})
-  if run.exact and not _is_call_boundary(step, eval_every, total_steps, plan.steps_per_call):
-    say(f'warning: step {step}, where the run stopped, is inside a call of this run\'s '
-        'schedule (its length changed): it will end within rounding of an uninterrupted run, '
-        'not bit for bit')
-  dispatch = Dispatch(optimizer, plan, mesh, dataset.train.images, config.seed,
-                      config.batch_size, compiler_options)
+  _start(run, config, mesh, plan, step, num_train,
+         starts_a_call(step, total_steps, eval_every, plan.steps_per_call))
   peers = parallel.PeerWatch(lambda: (
       f'the last complete checkpoint (step {max(run.checkpoint_steps(), default=0)}) in '
       f'{run.path} is usable: start every process again with --resume '
       f'(--workdir {shlex.quote(str(run.path))})'))
-
-  with tqdm(total=total_steps, initial=step, unit='step', dynamic_ncols=True,
-            disable=not run.writer, desc='training') as bar:
-    say(f'{where["backend"]}: {where["device_count"]} x {where["device_kind"]}, '
-        f'{mesh.devices.size} in use, {where["process_count"]} process(es), '
-        f'jax {where["versions"]["jax"]}')
-    segment_losses, log_losses, call_seconds, timed_steps = [], [], 0.0, 0
-    with peers.waiting('agreeing whether to stop'):
-      stopping = signals.agreed()
-    while step < total_steps and not stopping:
-      segment_end = min((step // eval_every + 1) * eval_every, total_steps)
-      length = update.call_length(step, segment_end, plan.steps_per_call)
-      if length not in dispatch.programs:
-        bar.set_description('compiling')
-        seconds, cached = dispatch.compile(state, length)
-        run.log({'event': 'compile', 'step': step, 'steps_per_call': length,
-                 'seconds': round(seconds, 3), 'cached': cached})
-        say(f'training step ({length} per call) '
-            f'{"loaded from the compilation cache" if cached else "compiled"} in {seconds:.1f} s')
-        bar.set_description('training')
-      call_start = time.perf_counter()
-      with peers.waiting(f'the call of steps {step + 1}..{step + length}'):
-        state, losses = dispatch(state, step, length)
+  with _Progress(run, config.batch_size, step, total_steps, started) as progress:
+    stopping = _agreed(signals, peers)
+    for first, length, ends_segment in call_schedule(step, total_steps, eval_every,
+                                                     plan.steps_per_call):
+      if stopping:
+        break
+      if length not in calls.programs:
+        progress.compile(calls, state, first, length)
+      began = time.perf_counter()
+      with peers.waiting(f'the call of steps {first + 1}..{first + length}'):
+        state, losses = calls(state, first, length)
         losses = np.asarray(losses)  # waits for the device
-      call_seconds += time.perf_counter() - call_start
-      if timed_steps == 0:
-        # From train()'s start: loading the data, restoring, compiling, the first call.
-        run.log({'event': 'first_update', 'step': step + length,
-                 'seconds': round(time.perf_counter() - started, 3)})
-      timed_steps += length
-      _check_finite(losses, step, run)
-      for done, loss in enumerate(losses, start=step + 1):
-        log_losses.append(loss)
-        if done % rundir.TRAIN_LOG_EVERY == 0:
-          run.log({'event': 'train', 'step': done, 'train_loss': float(np.mean(log_losses))})
-          log_losses = []
-      segment_losses.extend(losses)
-      step += length
-      images_per_s = timed_steps * config.batch_size / call_seconds
-      bar.update(length)
-      bar.set_postfix(loss=f'{losses[-1]:.4f}', img_s=f'{images_per_s:.0f}')
-      with peers.waiting('agreeing whether to stop'):
-        stopping = signals.agreed()
-      if step == segment_end or (stopping and step > saved_step):
-        test_mse = float(np.mean(inference.image_errors(parallel.local_copy(state.params),
-                                                        dataset.test.images)))
-        # A checkpoint is written only for a finite evaluation: a resume, analyze.py and
-        # the divergence message all take every checkpoint for a good model.
-        _check_finite([test_mse], step - 1, run, 'the test MSE')
-        # The record first: a kill between the two leaves a record past the last
-        # checkpoint, which a resume drops, never a checkpoint missing from the log.
-        run.log({'event': 'eval', 'step': step, 'epoch': round(step / steps_per_epoch, 3),
-                 'train_loss': float(np.mean(segment_losses)), 'test_mse': test_mse,
-                 'images_per_s': round(images_per_s, 1)})
-        with peers.waiting(f'the checkpoint of step {step}'):
-          run.save(state, test_mse)
+      _check_finite(losses, first, run)
+      progress.called(first, losses, time.perf_counter() - began)
+      step = first + length
+      stopping = _agreed(signals, peers)
+      if ends_segment or (stopping and step > saved_step):
+        _evaluate_and_save(state, step, dataset.test.images, run, peers, progress)
         saved_step = step
-        if not stopping:  # a signal that came during the save stops here, not a call later
-          with peers.waiting('agreeing whether to stop'):
-            stopping = signals.agreed()
-        say(f'step {step}: train loss {np.mean(segment_losses):.5f}, test MSE/pixel '
-            f'{test_mse:.5f}, {images_per_s:.0f} images/s')
-        segment_losses = []
+        # A signal that came during the save stops here, not a call later.
+        stopping = stopping or _agreed(signals, peers)
   if stopping:
-    signum = signals.received or signal.SIGTERM  # or another process's signal
-    where = (f'its checkpoint is in {run.path}' if step == saved_step and step else
-             'no checkpoint was written')
-    raise Stopped(f'stopped by {signal.Signals(signum).name} at step {step}; {where}: '
-                  f'continue with {resume_command(run.path)}', signum)
+    raise signals.stopped(step, f'its checkpoint is in {run.path}' if step == saved_step and step
+                          else 'no checkpoint was written')
   return state
 
 
-def resume_command(workdir):
-  """The command line that continues the run in workdir, quoted for a POSIX shell."""
-  return f'python train.py --workdir {shlex.quote(str(workdir))} --resume'
+def call_schedule(step, total_steps, eval_every, steps_per_call):
+  """The calls a run makes from `step` on: (first step, length, whether it ends a segment).
+
+  A segment runs to the next evaluation (every eval_every steps, and at total_steps); its
+  calls are update.call_length's. The loop makes these calls, and a resume checks its step
+  against them (starts_a_call).
+  """
+  while step < total_steps:
+    segment_end = min((step // eval_every + 1) * eval_every, total_steps)
+    length = update.call_length(step, segment_end, steps_per_call)
+    yield step, length, step + length == segment_end
+    step += length
+
+
+def starts_a_call(step, total_steps, eval_every, steps_per_call):
+  """Whether an uninterrupted run with these settings starts a call at `step`."""
+  firsts = (first for first, _, _ in call_schedule(step - step % eval_every, total_steps,
+                                                    eval_every, steps_per_call))
+  return next((first for first in firsts if first >= step), total_steps) == step
+
+
+def _nothing_to_train(run, step, total_steps):
+  if step > total_steps:
+    raise ConfigError(f'the run in {run.path} is at step {step}, past the {total_steps} steps '
+                      'asked for: ask for more with --steps or --epochs, or analyse it as it is')
+  if step == total_steps and step:
+    _say(run, f'the run in {run.path} has already done its {step} steps: nothing to train; '
+         'ask for more with --steps or --epochs')
+    return True
+  return False
+
+
+def _start(run, config, mesh, plan, step, num_train, at_call_boundary):
+  """Writes the config and the 'start' record; says where it runs."""
+  run.write_config(config)
+  where = runtime.describe()
+  run.log({'event': 'start', 'step': step, 'devices_used': mesh.devices.size,
+           'steps_per_call': plan.steps_per_call, 'unrolled': plan.unroll,
+           'steps_per_epoch': config.steps_per_epoch(num_train), **where})
+  if run.exact and not at_call_boundary:
+    _say(run, f'warning: step {step}, where the run stopped, is inside a call of this run\'s '
+         'schedule (its length changed): it will end within rounding of an uninterrupted run, '
+         'not bit for bit')
+  _say(run, f'{where["backend"]}: {where["device_count"]} x {where["device_kind"]}, '
+       f'{mesh.devices.size} in use, {where["process_count"]} process(es), '
+       f'jax {where["versions"]["jax"]}')
+
+
+def _agreed(signals, peers):
+  with peers.waiting('agreeing whether to stop'):
+    return signals.agreed()
 
 
 def _check_finite(values, step, run, what='loss'):
@@ -191,80 +170,76 @@ def _check_finite(values, step, run, what='loss'):
                            f'{kept}; try a lower --lr')
 
 
-class Dispatch:
-  """The calls of train steps as the loop makes them, for the loop and for bench/: the
-  training split on the devices as (N, 784) uint8 (see update.make_train_steps), the batch
-  rows of any step, and a program compiled ahead of time per call length."""
-
-  def __init__(self, optimizer, plan, mesh, train_images, seed, batch_size, compiler_options):
-    self.train_steps = update.make_train_steps(optimizer, plan)
-    self.mesh, self.seed, self.batch_size = mesh, seed, batch_size
-    self.compiler_options = compiler_options
-    self.images = parallel.replicate(train_images.reshape(len(train_images), -1), mesh)
-    self.programs = {}  # steps per call -> compiled program
-
-  def rows(self, step, length):
-    """(length, B) rows of the batches of steps step .. step + length - 1, split on the mesh."""
-    return parallel.shard_batches(update.batch_schedule(
-        self.seed, len(self.images), self.batch_size, step, length), self.mesh)
-
-  def compile(self, state, length):
-    """Compiles the program of `length` steps a call: (seconds, whether from the cache)."""
-    began, cache_hits = time.perf_counter(), runtime.cache_hits()
-    self.programs[length] = parallel.compile_train_steps(
-        self.train_steps, self.mesh, state, self.images, self.rows(0, length),
-        self.compiler_options)
-    return time.perf_counter() - began, runtime.cache_hits() > cache_hits
-
-  def __call__(self, state, step, length):
-    """(state, losses) after steps step + 1 .. step + length, in one call (asynchronous)."""
-    return self.programs[length](state, self.images, self.rows(step, length))
+def _evaluate_and_save(state, step, test_images, run, peers, progress):
+  test_mse = float(np.mean(inference.image_errors(parallel.local_copy(state.params),
+                                                  test_images)))
+  # A checkpoint is written only for a finite evaluation: a resume, analyze.py and the
+  # divergence message all take every checkpoint for a good model.
+  _check_finite([test_mse], step - 1, run, 'the test MSE')
+  # The record first: a kill between the two leaves a record past the last checkpoint,
+  # which a resume drops, never a checkpoint missing from the log.
+  progress.evaluated(step, test_mse)
+  with peers.waiting(f'the checkpoint of step {step}'):
+    run.save(state, test_mse)
 
 
-def _is_call_boundary(step, eval_every, total_steps, steps_per_call):
-  """Whether an uninterrupted run with these settings starts a call at `step`."""
-  at = step - step % eval_every  # the start of step's segment
-  end = min(at + eval_every, total_steps)
-  while at < step:
-    at += update.call_length(at, end, steps_per_call)
-  return at == step
+def _say(run, line):
+  if run.writer:
+    tqdm.write(line)
 
 
-class StopSignals:
-  """SIGINT and SIGTERM: the first asks the loop to stop after the call in flight, with a
-  checkpoint; a second stops at once (the last complete checkpoint stays usable)."""
+class _Progress:
+  """What a run shows and logs as it goes, from its writing process: the bar, the lines, and
+  the 'compile', 'first_update', 'train' and 'eval' records."""
 
-  def __init__(self, workdir):
-    self.workdir = workdir
-    self.received = None
-    self._previous = {}
+  def __init__(self, run, batch_size, step, total_steps, started):
+    self.run, self.batch_size, self.started = run, batch_size, started
+    self.bar = tqdm(total=total_steps, initial=step, unit='step', dynamic_ncols=True,
+                    disable=not run.writer, desc='training')
+    self.segment_losses, self.log_losses = [], []  # since the last evaluation, 'train' record
+    self.call_seconds, self.timed_steps = 0.0, 0
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      self._previous = {signum: signal.signal(signum, self._handle)
-                        for signum in (signal.SIGINT, signal.SIGTERM)}
     return self
 
   def __exit__(self, *exc_info):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
+    self.bar.close()
 
-  def agreed(self):
-    """Whether any process of the job received a signal: they all stop at the same step."""
-    received = self.received is not None
-    if jax.process_count() == 1:
-      return received
-    from jax.experimental import multihost_utils
-    return bool(np.any(multihost_utils.process_allgather(np.array(received))))
+  def compile(self, calls, state, step, length):
+    self.bar.set_description('compiling')
+    seconds, cached = calls.compile(state, length)
+    self.run.log({'event': 'compile', 'step': step, 'steps_per_call': length,
+                  'seconds': round(seconds, 3), 'cached': cached})
+    _say(self.run, f'training step ({length} per call) '
+         f'{"loaded from the compilation cache" if cached else "compiled"} in {seconds:.1f} s')
+    self.bar.set_description('training')
 
-  def _handle(self, signum, frame):
-    name = signal.Signals(signum).name
-    if self.received is not None:
-      sys.stderr.write(f'\n{name} again: stopped at once; the last complete checkpoint in '
-                       f'{self.workdir} is usable: continue with '
-                       f'{resume_command(self.workdir)}\n')
-      sys.stderr.flush()
-      os._exit(128 + signum)  # no cleanup to wait for: the checkpoints are written atomically
-    self.received = signum
-    sys.stderr.write(f'\n{name}: stopping after the call in flight, with a checkpoint '
-                     '(again to stop at once)\n')
+  @property
+  def images_per_s(self):
+    return self.timed_steps * self.batch_size / self.call_seconds
+
+  def called(self, first, losses, seconds):
+    """The losses of steps first + 1, ..., which took `seconds`."""
+    self.call_seconds += seconds
+    if self.timed_steps == 0:
+      # From train()'s start: loading the data, restoring, compiling, the first call.
+      self.run.log({'event': 'first_update', 'step': first + len(losses),
+                    'seconds': round(time.perf_counter() - self.started, 3)})
+    self.timed_steps += len(losses)
+    for done, loss in enumerate(losses, start=first + 1):
+      self.log_losses.append(loss)
+      if done % rundir.TRAIN_LOG_EVERY == 0:
+        self.run.log({'event': 'train', 'step': done,
+                      'train_loss': float(np.mean(self.log_losses))})
+        self.log_losses = []
+    self.segment_losses.extend(losses)
+    self.bar.update(len(losses))
+    self.bar.set_postfix(loss=f'{losses[-1]:.4f}', img_s=f'{self.images_per_s:.0f}')
+
+  def evaluated(self, step, test_mse):
+    train_loss = float(np.mean(self.segment_losses))
+    self.run.log({'event': 'eval', 'step': step, 'train_loss': train_loss,
+                  'test_mse': test_mse, 'images_per_s': round(self.images_per_s, 1)})
+    _say(self.run, f'step {step}: train loss {train_loss:.5f}, test MSE/pixel {test_mse:.5f}, '
+         f'{self.images_per_s:.0f} images/s')
+    self.segment_losses = []

@@ -12,10 +12,10 @@ import time
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jax_ae.config import ConfigError
-from jax_ae.errors import UserError
+from jax_ae.errors import ConfigError, UserError, first_line
 
 BY_HAND = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
 PEER_TIMEOUT = 'JAX_AE_PEER_TIMEOUT'  # seconds a process waits for the others, default 60
@@ -57,9 +57,8 @@ def initialize_distributed(environ=os.environ):
       jax.distributed.initialize(address, int(count), int(index),
                                  heartbeat_timeout_seconds=_heartbeat_timeout(environ))
     except Exception as error:  # JAX raises various types: unreachable, timed out, port taken
-      reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
-      raise ConfigError(f'process {index} could not join the job at {address} ({reason}): '
-                        'start every process with the same address, reachable from all, and '
+      raise ConfigError(f'process {index} could not join the job at {address} '
+                        f'({first_line(error)}): start every process with the same address, reachable from all, and '
                         'a port that is free on process 0\'s host') from None
   elif _in_cluster(environ):
     jax.distributed.initialize(heartbeat_timeout_seconds=_heartbeat_timeout(environ))
@@ -81,6 +80,24 @@ def _in_cluster(environ):
           or environ.get('OMPI_COMM_WORLD_SIZE', '1') not in ('', '1'))
 
 
+def several_processes():
+  """Whether this process is one of a job of several (jax.distributed)."""
+  return jax.process_count() > 1
+
+
+def sync(name):
+  """Waits until every process of the job has come here (at once in a job of one)."""
+  if several_processes():
+    multihost_utils.sync_global_devices(name)
+
+
+def any_process(flag):
+  """Whether flag is true in any process of the job."""
+  if not several_processes():
+    return flag
+  return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+
+
 def make_mesh(devices, batch_size):
   """A 1-D 'batch' mesh over `devices` of jax.devices(): 'auto', 'all' or a count.
 
@@ -89,7 +106,7 @@ def make_mesh(devices, batch_size):
   every device, so there 'auto' is all of them.
   """
   available = jax.devices()
-  several = jax.process_count() > 1
+  several = several_processes()
   if devices == 'auto':
     count = len(available) if several else 1
   elif devices == 'all':
@@ -161,7 +178,7 @@ class PeerWatch:
     self.advice = advice  # () -> what to do, e.g. which checkpoint to resume from
     self.timeout = peer_timeout()
     self._waiting = None  # (since, what)
-    self.several = jax.process_count() > 1
+    self.several = several_processes()
     if self.several:
       threading.Thread(target=self._watch, daemon=True).start()
 
@@ -178,9 +195,8 @@ class PeerWatch:
         raise
       while error.__cause__ is not None:  # the collective's own message, not a wrapper's
         error = error.__cause__
-      reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
-      raise PeerLost(f'process {jax.process_index()} failed in {what} ({reason}): another '
-                     f'process has probably stopped; {self.advice()}') from None
+      raise PeerLost(f'process {jax.process_index()} failed in {what} ({first_line(error)}): '
+                     f'another process has probably stopped; {self.advice()}') from None
     finally:
       self._waiting = None
 

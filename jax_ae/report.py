@@ -53,11 +53,6 @@ def space_names(metrics):
   return names
 
 
-def figures(metrics):
-  """The figures of a study: the training curves only for a run with a metrics log."""
-  return [name for name in FIGURES if name != 'training_curves.png' or 'training' in metrics]
-
-
 def markdown(metrics):
   """report.md of metrics.json's dict."""
   on, names = metrics['measured_on'], space_names(metrics)

@@ -1,7 +1,8 @@
 """A run directory, the one owner of its files:
 
   config.json    the Config the run was made with (the data and the steps per call resolved)
-  metrics.jsonl  one JSON record a line: 'start' (where and how a process ran it), 'compile'
+  metrics.jsonl  one JSON record a line: 'start' (where and how a process ran it, and the
+                 run's steps per epoch), 'compile'
                  (a program's compile seconds), 'first_update', 'train' (the mean loss of every
                  TRAIN_LOG_EVERY steps), 'eval' (the test MSE, on the disk before the
                  checkpoint of that step is written); each with its wall-clock 'time' (unix
@@ -29,9 +30,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jax_ae import tensorboard_log, update
-from jax_ae.config import TRAJECTORY_FIELDS, Config, ConfigError
-from jax_ae.errors import UserError
+from jax_ae import dispatch, parallel, tensorboard_log
+from jax_ae.config import TRAJECTORY_FIELDS, Config
+from jax_ae.errors import ConfigError, UserError, first_line
 
 RUNS_DIR = Path('runs')
 KEEP_LATEST = 3
@@ -75,7 +76,7 @@ def _read_config(path):
   try:
     saved = json.loads(path.read_text())
   except (OSError, ValueError) as error:
-    raise RunDirError(f'{path} cannot be read ({_reason(error)}): restore it, or choose another '
+    raise RunDirError(f'{path} cannot be read ({first_line(error)}): restore it, or choose another '
                       '--workdir') from None
   fields = {field.name for field in dataclasses.fields(Config)}
   if not isinstance(saved, dict) or not set(saved) <= fields:
@@ -194,7 +195,7 @@ class Run:
       kept = 'no earlier checkpoint' if previous is None else f'the checkpoint of step {previous}'
       raise CheckpointError(
           f'could not write the checkpoint of step {step} in {self.checkpoints} '
-          f'({"no space left on device" if full else _reason(error)}); {kept} is intact: '
+          f'({"no space left on device" if full else first_line(error)}); {kept} is intact: '
           f'{"free some space" if full else "mend that"} and run again with --resume') from error
 
   def restore_latest(self, like_state):
@@ -229,9 +230,7 @@ class Run:
         self._rewrite_log([r for r in self.records() if r['step'] <= restored])
       except OSError as error:
         raise _write_error(error) from None
-    if jax.process_count() > 1:  # every process sees the moves before anyone saves
-      from jax.experimental import multihost_utils
-      multihost_utils.sync_global_devices('jax_ae restored')
+    parallel.sync('jax_ae restored')  # every process sees the moves before anyone saves
     # Now, not at the first save: Orbax reads the folder as it opens it, and a folder it
     # cannot use must stop the run before it trains a segment.
     try:
@@ -241,7 +240,7 @@ class Run:
       if not _is_storage_error(error):
         raise
       raise CheckpointError(f'{self.checkpoints} cannot be opened for checkpoints '
-                            f'({_reason(error)}): make it writable, then run again') from None
+                            f'({first_line(error)}): make it writable, then run again') from None
     return state
 
   def load_params(self, step=None):
@@ -250,12 +249,9 @@ class Run:
     The params land on this host's first device, whatever devices the run used.
     """
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    config = self.config
     like = jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-        jax.eval_shape(lambda: update.init_state(
-            config.seed, update.make_optimizer(config.lr, config.weight_decay),
-            config.latent_dim, config.init)))
+        dispatch.state_shape(self.config))
     steps = self.checkpoint_steps()
     if step is not None:
       if step not in steps:
@@ -300,7 +296,7 @@ class Run:
       saved = checkpointer.metadata(where / 'default').item_metadata
     except Exception as error:  # files missing, cut short or not Orbax's
       _raise_if_access(error, where)
-      raise _Damaged(f'{damaged} ({_reason(error)})') from None
+      raise _Damaged(f'{damaged} ({first_line(error)})') from None
     if not saved or 'params' not in saved:
       raise _Damaged(f'{damaged} (its metadata names no params)')
     if _param_shapes(saved['params']) != _param_shapes(like_state.params):
@@ -311,7 +307,7 @@ class Run:
                                    jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state))
     except Exception as error:  # array files cut short or overwritten
       _raise_if_access(error, where)
-      raise _Damaged(f'{damaged} ({_reason(error)})') from None
+      raise _Damaged(f'{damaged} ({first_line(error)})') from None
     # Written by an older jax-ae, which checkpointed a diverged model.
     if not all(np.isfinite(leaf.addressable_data(0)).all()
                for leaf in jax.tree.leaves(state.params)):
@@ -396,7 +392,7 @@ def _raise_if_access(error, where):
 
 
 def _access_error(path, error):
-  return CheckpointError(f'cannot read {path} ({error.strerror or _reason(error)}): the '
+  return CheckpointError(f'cannot read {path} ({error.strerror or first_line(error)}): the '
                          'checkpoint is left as it is; make it readable (permissions, the '
                          'mount) and run again')
 
@@ -434,9 +430,7 @@ def open_for_training(path, config, resume, writer=True, num_train=None):
               f'call, here it runs {config.steps_per_dispatch} (another backend, or '
               '--steps-per-dispatch): it continues within rounding of an uninterrupted run, '
               'not bit for bit', file=sys.stderr)
-  if jax.process_count() > 1:  # every process checked the folder before any writes to it
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices('jax_ae checked the workdir')
+  parallel.sync('jax_ae checked the workdir')  # every process checked it before any writes
   try:
     path.mkdir(parents=True, exist_ok=True)
     lock = _lock(path) if writer else None
@@ -538,7 +532,7 @@ def _write_error(error, path=None):
   """The RunDirError of a file of the run that could not be written."""
   full = error.errno == errno.ENOSPC
   return RunDirError(f'could not write {error.filename or path} '
-                     f'({error.strerror or _reason(error)}): '
+                     f'({error.strerror or first_line(error)}): '
                      f'{"free some space" if full else "make the workdir writable"}, then '
                      'run again (--resume continues from the last checkpoint)')
 
@@ -547,6 +541,3 @@ def _param_shapes(params):
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in flat}
 
-
-def _reason(error):
-  return (str(error).splitlines() or [type(error).__name__])[0][:120]

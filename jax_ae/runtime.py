@@ -13,6 +13,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jax_ae.errors import first_line
+
 OPTIONS_SWITCH = 'JAX_AE_XLA_OPTIONS'  # '0': XLA's defaults on CPU
 CACHE_SWITCH = 'JAX_AE_COMPILATION_CACHE'  # '0': no persistent cache; a path: that folder
 
@@ -48,9 +50,8 @@ def compiler_options(platform):
   try:
     probe.compile(compiler_options=CPU_COMPILER_OPTIONS)
   except jax.errors.JaxRuntimeError as error:
-    first_line = (str(error).splitlines() or [''])[0]
     print(f'warning: jaxlib {jax.__version__} refuses the XLA option jax_ae sets for CPU '
-          f'({first_line}): compiling with XLA\'s defaults, slower', file=sys.stderr)
+          f'({first_line(error)}): compiling with XLA\'s defaults, slower', file=sys.stderr)
     return {}
   return CPU_COMPILER_OPTIONS
 

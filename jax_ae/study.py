@@ -165,7 +165,8 @@ def measure(params, dataset, source, records=None, untrained=(0, 'torch')):
           'untrained_init': {'seed': init_seed, 'init': init}, 'seed': analysis.SEED,
       },
       'protocol': analysis.PROTOCOL,
-      **({'training': training_summary(evals, records_of(records, 'train'))} if evals else {}),
+      **({'training': training_summary(evals, records_of(records, 'train'),
+                                       analysis.steps_per_epoch(records))} if evals else {}),
       'test_mse': {'overall': ae_mse, 'per_class': {
           class_names[label]: mse for label, mse in
           analysis.mse_by_class(errors, test.labels).items()}},
@@ -211,11 +212,11 @@ def records_of(records, event):
                 key=lambda record: record['step'])
 
 
-def training_summary(evals, trains):
+def training_summary(evals, trains, steps_per_epoch):
   """The training numbers of metrics.json, from the run's 'eval' and 'train' records."""
   return {
       'updates': evals[-1]['step'],
-      'epochs': evals[-1]['epoch'],
+      'epochs': round(evals[-1]['step'] / steps_per_epoch, 3),
       'evaluations': len(evals),
       'first_eval_step': evals[0]['step'],
       'first_test_mse': evals[0]['test_mse'],
@@ -225,7 +226,8 @@ def training_summary(evals, trains):
 
 
 def draw(out, params, dataset, measured, records=None, compare=()):
-  """Writes the figures of report.figures(measured.metrics) into out."""
+  """Writes the figures of report.FIGURES into out (the training curves only for a run with
+  a metrics log)."""
   test, class_names, metrics = dataset.test, dataset.class_names, measured.metrics
   train_images = dataset.train.images[measured.train_rows]
   train_labels = dataset.train.labels[measured.train_rows]
@@ -290,7 +292,7 @@ def draw(out, params, dataset, measured, records=None, compare=()):
     evals = records_of(records, 'eval')
     plots.training_curves(
         [(r['step'], r['train_loss']) for r in records_of(records, 'train')],
-        [(r['step'], r['test_mse']) for r in evals], analysis.steps_per_epoch(evals),
+        [(r['step'], r['test_mse']) for r in evals], analysis.steps_per_epoch(records),
         metrics['measured_on'].get('checkpoint_step'), out / 'training_curves.png')
 
 

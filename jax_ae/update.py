@@ -1,8 +1,8 @@
 """The jitted update: the train state, the optimizer, and how a call runs several steps.
 
-Pure functions over pytrees. The host loop (jax_ae/loop.py) builds the optimizer and the
-step plan once, compiles train_steps ahead of time (for K steps a call, and for one), and
-calls those programs for the whole run.
+Pure functions over pytrees. jax_ae/dispatch.py builds the optimizer and the calls from a
+Config, compiling train_steps ahead of time (for K steps a call, and for one); the host loop
+(jax_ae/loop.py) calls those programs for the whole run.
 """
 import dataclasses
 import functools
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jax_ae.config import ConfigError
+from jax_ae.errors import ConfigError
 from jax_ae.images import to_float
 from jax_ae.model import LATENT_DIM, init_params, model_of
 

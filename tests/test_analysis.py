@@ -258,7 +258,12 @@ def test_example_and_pair_choices():
   np.testing.assert_allclose(line[:, 0], [0, 1, 2, 3, 4])
 
 
-def test_steps_per_epoch_from_the_eval_records():
-  evals = [{'step': 40, 'epoch': 0.043}, {'step': 1874, 'epoch': 2.0}, {'step': 937, 'epoch': 1.0}]
-  assert analysis.steps_per_epoch(evals) == 937
+def test_steps_per_epoch_from_the_log():
+  start = {'event': 'start', 'step': 0, 'steps_per_epoch': 937}
+  assert analysis.steps_per_epoch([start, {'event': 'eval', 'step': 937}]) == 937
+  # A log of an older jax-ae: rounded epochs in the 'eval' records.
+  evals = [{'event': 'eval', 'step': 40, 'epoch': 0.043},
+           {'event': 'eval', 'step': 1874, 'epoch': 2.0},
+           {'event': 'eval', 'step': 937, 'epoch': 1.0}]
+  assert analysis.steps_per_epoch([{'event': 'start', 'step': 0}, *evals]) == 937
   assert analysis.steps_per_epoch([]) is None

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from idx_files import write_idx_dataset
-from jax_ae import loop, rundir, update
+from jax_ae import loop, rundir, signals, update
 from jax_ae.config import Config
 
 
@@ -39,6 +39,12 @@ def assert_trees_equal(a, b):
 
 def records(workdir, event):
   return rundir.open_for_reading(workdir).records(event)
+
+
+def copy_of(run, tmp_path):
+  """A copy of a trained run's workdir, to damage or resume without training it again."""
+  workdir, _ = run
+  return shutil.copytree(workdir, tmp_path / 'run')
 
 
 @pytest.fixture(scope='module')
@@ -81,6 +87,7 @@ def test_a_relative_workdir_resumes_and_restores(full_run, tiny_data, tmp_path, 
   assert_trees_equal(params, uninterrupted.params)
 
 
+@pytest.mark.slow  # several trainings
 def test_a_longer_run_continues_exactly_from_a_call_boundary(tiny_data, tmp_path, capsys):
   # 4 steps a call, evaluations every 5: calls of 4 and 1 steps. Step 4 ends a call of the
   # 10-step run, step 3 does not: resumed from there, the run warns that it is not exact.
@@ -113,6 +120,7 @@ def train_step_compilations():
   logger.removeHandler(handler)
 
 
+@pytest.mark.slow  # several trainings
 def test_the_scan_path_compiles_two_programs_per_run_and_resumes_exactly(
     tiny_data, tmp_path, train_step_compilations):
   # The accelerators' path, forced on CPU: 3 epochs of 5 steps at 4 steps a call (an epoch
@@ -158,6 +166,7 @@ def test_a_diverging_run_writes_no_checkpoint(tiny_data, tmp_path):
   assert rundir.open_for_reading(tmp_path).checkpoint_steps() == []
 
 
+@pytest.mark.slow  # several trainings
 def test_log_past_the_last_checkpoint_is_dropped_on_resume(tiny_data, tmp_path):
   # A kill after the records of step 12 were logged, before its checkpoint was complete,
   # and another in the middle of writing a line.
@@ -212,8 +221,7 @@ def damage_checkpoint_metadata(folder):
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(full_run, tiny_data, tmp_path,
                                                                 capsys, damage):
   _, uninterrupted = full_run
-  workdir = tmp_path / 'run'
-  loop.train(tiny_config(tiny_data), workdir)
+  workdir = copy_of(full_run, tmp_path)
   damage(workdir / 'checkpoints' / '6')
   capsys.readouterr()
   resumed = loop.train(tiny_config(tiny_data), workdir, resume=True)
@@ -225,13 +233,13 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(full_run, tiny_d
   assert rundir.open_for_reading(workdir).checkpoint_steps() == [3, 6]
 
 
-def test_no_readable_checkpoint_is_one_error(tiny_data, tmp_path):
-  loop.train(tiny_config(tiny_data), tmp_path)
+def test_no_readable_checkpoint_is_one_error(full_run, tiny_data, tmp_path):
+  workdir = copy_of(full_run, tmp_path)
   for step in (3, 6):
-    remove_files(tmp_path / 'checkpoints' / str(step))
+    remove_files(workdir / 'checkpoints' / str(step))
   with pytest.raises(rundir.CheckpointError, match=r'no checkpoint .* can be read \(steps 6, 3\)'):
-    loop.train(tiny_config(tiny_data), tmp_path, resume=True)
-  assert (tmp_path / 'checkpoints' / '6').is_dir()
+    loop.train(tiny_config(tiny_data), workdir, resume=True)
+  assert (workdir / 'checkpoints' / '6').is_dir()
 
 
 def test_a_workdir_in_use_is_refused_and_a_dead_holders_lock_is_not(tiny_data, tmp_path):
@@ -261,7 +269,7 @@ def test_a_signal_during_a_checkpoint_stops_after_it(tiny_data, tmp_path, monkey
 
   monkeypatch.setattr(rundir.Run, 'save', save_and_get_a_signal)
   workdir = tmp_path / "a run's folder"  # the printed command quotes it
-  with pytest.raises(loop.Stopped) as stopped:
+  with pytest.raises(signals.Stopped) as stopped:
     loop.train(tiny_config(tiny_data, steps=12), workdir)
   assert 'at step 3; its checkpoint is in' in str(stopped.value)
   assert shlex.split(str(stopped.value).split('continue with ')[1]) == [
