@@ -1,3 +1,4 @@
+import os
 import subprocess
 import tempfile
 
@@ -11,10 +12,16 @@ def pytest_configure(config):
   # The XLA flags train.py sets before JAX starts, so that the tests run (and compare
   # against) the programs a user's train.py runs.
   runtime.set_cpu_xla_flags()
-  # The loop tests train many tiny runs of the same shapes: compile each program once per
-  # session. (JAX logs a compilation loaded from this cache as one, so counts still hold.)
-  jax.config.update('jax_compilation_cache_dir', tempfile.mkdtemp(prefix='jax-ae-tests-'))
+  # The tests train many tiny runs of the same shapes: compile each program once per session.
+  # (JAX logs a compilation loaded from this cache as one, so counts still hold.)
+  cache = tempfile.mkdtemp(prefix='jax-ae-tests-')
+  jax.config.update('jax_compilation_cache_dir', cache)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  # The same cache for the tests' subprocesses (train.py, analyze.py, the notebook's kernel),
+  # which inherit the environment: runtime.enable_compilation_cache reads the first, JAX the
+  # second.
+  os.environ[runtime.CACHE_SWITCH] = cache
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 
 
 @pytest.fixture

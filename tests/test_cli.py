@@ -3,7 +3,6 @@ run ends with (and that the commands they name work), the folder a default run i
 analyze's progress and export, and the installed commands."""
 import contextlib
 import io
-import os
 import re
 import shlex
 import subprocess
@@ -157,15 +156,14 @@ def test_the_installed_commands_train_and_export(tiny_data, tmp_path):
   if not (scripts / 'jax-ae-train').exists():
     pytest.skip("the console scripts are not installed: pip install -e '.[test]'")
   pytest.importorskip('torch')
-  environment = {**os.environ, 'JAX_AE_COMPILATION_CACHE': str(tmp_path / 'cache')}
   workdir = tmp_path / 'run'
   trained = subprocess.run([str(scripts / 'jax-ae-train'), '--data', tiny_data, '--steps', '2',
                             *TINY, '--workdir', str(workdir)], capture_output=True, text=True,
-                           cwd=tmp_path, env=environment)
+                           cwd=tmp_path)
   assert trained.returncode == 0, trained.stderr[-2000:]
   assert f'next, its latent-space study: jax-ae-analyze --workdir {workdir}' in trained.stderr
   exported = subprocess.run([str(scripts / 'jax-ae-analyze'), '--workdir', str(workdir),
                              '--export-torch', str(tmp_path / 'model.pt')], capture_output=True,
-                            text=True, cwd=tmp_path, env=environment)
+                            text=True, cwd=tmp_path)
   assert exported.returncode == 0, exported.stderr[-2000:]
   assert (tmp_path / 'model.pt').stat().st_size > 1_000_000

@@ -32,11 +32,15 @@ def uninterrupted(data, tmp_path_factory):
   return loop.train(config, tmp_path_factory.mktemp('whole')).params
 
 
+# Real train.py processes, each started, interrupted and resumed.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope='module')
-def environment(tmp_path_factory):
-  # The processes share a compilation cache: only the first one compiles.
-  return {**os.environ, 'JAX_AE_COMPILATION_CACHE': str(tmp_path_factory.mktemp('jax-cache')),
-          'PYTHONUNBUFFERED': '1'}
+def environment():
+  # The processes share the tests' compilation cache (conftest.py): none compiles again what
+  # the in-process run compiled.
+  return {**os.environ, 'PYTHONUNBUFFERED': '1'}
 
 
 def train_py(workdir, environment, *flags):
@@ -89,8 +93,12 @@ def test_sigint_then_sigterm_each_checkpoint_their_step_and_resume_exactly(
   workdir = tmp_path / 'run'
   process = start(data, workdir, environment)
   wait_for_training(process, workdir, after_step=10)
+  # Paused while a second train.py is refused (the lock is still held), so that the signal
+  # after it lands inside a segment, not at its end.
+  process.send_signal(signal.SIGSTOP)
   second = subprocess.run(train_py(workdir, environment, '--resume'), env=environment,
                           capture_output=True, text=True, timeout=120)
+  process.send_signal(signal.SIGCONT)
   assert second.returncode == 2 and 'another train.py is training in' in second.stderr
   process.send_signal(signal.SIGINT)
   stopped_at = assert_stopped_cleanly(process, signal.SIGINT)

@@ -53,6 +53,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_four_devices_train_like_one_and_share_checkpoints(tmp_path):
   write_idx_dataset(tmp_path, n_train=40, n_test=8)
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4',
