@@ -176,12 +176,15 @@ def test_when_one_process_dies_the_other_ends_in_bounded_time(data, cache, tmp_p
   started = time.monotonic()
   _, err = survivor.communicate(timeout=120)
   assert survivor.returncode != 0 and time.monotonic() - started < 80
+  last = err.strip().splitlines()[-1]
+  own_line = (last.startswith(f'error: process {1 - dying} ')
+              and 'another process has probably stopped' in last
+              and 'start every process again with --resume' in last)
   if dying == 1:  # jax-ae's own line
-    last = err.strip().splitlines()[-1]
-    assert last.startswith('error: process 0 ') and 'another process has probably stopped' in last
-    assert 'start every process again with --resume' in last
-  else:  # the coordinator is gone: JAX itself ends the job's processes at once
-    assert 'another task died' in err
+    assert own_line, last
+  else:  # the coordinator is gone: JAX itself ends the job's processes at once, unless the
+    # survivor's collective fails first (seen on a loaded machine): then jax-ae's own line
+    assert 'another task died' in err or own_line, err[-2000:]
   finish(processes)
   params, step = rundir.open_for_reading(tmp_path).load_params()  # still usable
   assert step >= 8

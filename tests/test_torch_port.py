@@ -316,6 +316,7 @@ def test_flax_init_is_not_pytorchs():
 WHOLE_RUN_STEPS = 120
 
 
+@pytest.mark.slow  # 120 steps in both frameworks
 def test_a_whole_run_follows_pytorchs():
   """The same initial weights (PyTorch's), the same batches of real digits, 120 steps of the
   lab's recipe through this project's own step (4 unrolled a call, as train.py on CPU) and
