@@ -11,7 +11,7 @@ Parts, each its own program, alternating in rounds in this one process (median m
     step donates its state (a program that writes fresh buffers page-faults them every call);
   optimizer, one pass: coupled L2 then Adam as a single tree_map, optax's arithmetic and
     state, so XLA sees one expression per parameter;
-  step: the whole step as train.py runs it (loop.Dispatch, 4 unrolled a call) with each
+  step: the whole step as train.py runs it (dispatch.Dispatch, 4 unrolled a call) with each
     optimizer: what a user would gain.
 Also each part's minor page faults in one call: glibc's malloc mmaps and unmaps a program's
 tens of MB of temporaries around a call, so they are faulted in again (strace of the batch-64
@@ -35,7 +35,7 @@ import optax
 
 import limits
 import output
-from jax_ae import loop, parallel, runtime, update
+from jax_ae import dispatch, parallel, runtime, update
 from jax_ae.config import Config
 
 NUM_IMAGES = 60_000
@@ -98,7 +98,7 @@ def parts(batch_size, images, optimizers):
   for name, optimizer in optimizers.items():
     state = [parallel.replicated_init(lambda o=optimizer: update.init_state(config.seed, o),
                                       mesh), 0]
-    calls = loop.Dispatch(optimizer, plan, mesh, images, config.seed, batch_size, options)
+    calls = dispatch.Dispatch(optimizer, plan, mesh, images, config.seed, batch_size, options)
     calls.compile(state[0], plan.steps_per_call)
 
     def run(calls=calls, state=state):

@@ -4,7 +4,7 @@ under torch.compile, on the device JAX finds (the CPU, or a GPU with PyTorch on 
 python bench/throughput.py [--batch-sizes 64 256] [--rounds R] [--seconds S]
                            [--torch-compile MODE ...] [--out FILE]
 
-JAX runs the loop's own calls (loop.Dispatch, with the backend's step plan and XLA options:
+JAX runs the loop's own calls (dispatch.build, with the backend's step plan and XLA options:
 4 unrolled steps a call on CPU, a lax.scan of 64 on a GPU or TPU), compiled ahead of time:
 the compile seconds are reported apart from the steady state. PyTorch runs eager and, for
 each --torch-compile mode (default: 'default', Inductor, on CPU; 'max-autotune' and
@@ -32,7 +32,7 @@ import numpy as np
 
 import limits
 import output
-from jax_ae import loop, parallel, runtime, torch_port, update
+from jax_ae import dispatch, parallel, runtime, torch_port, update
 from jax_ae.config import Config
 from jax_ae.model import init_params
 
@@ -47,20 +47,17 @@ def jax_loop(batch_size, images):
   config = Config(batch_size=batch_size)
   mesh = parallel.make_mesh(config.devices, batch_size)
   plan = update.plan_steps(platform)
-  optimizer = update.make_optimizer(config.lr, config.weight_decay)
-  state = parallel.replicated_init(lambda: update.init_state(config.seed, optimizer), mesh)
-  dispatch = loop.Dispatch(optimizer, plan, mesh, images, config.seed, batch_size,
-                           runtime.compiler_options(platform))
-  compile_seconds, _ = dispatch.compile(state, plan.steps_per_call)
-  dispatch.compile(state, 1)  # FLOPs of exactly one step
-  cost = dispatch.programs[1].cost_analysis()
+  state, _, calls = dispatch.build(config, mesh, plan, images)
+  compile_seconds, _ = calls.compile(state, plan.steps_per_call)
+  calls.compile(state, 1)  # FLOPs of exactly one step
+  cost = calls.programs[1].cost_analysis()
   flops = (cost[0] if isinstance(cost, list) else cost)['flops']  # a list in older jax
   step = 0
 
   def run(num_calls):
     nonlocal state, step
     for _ in range(num_calls):
-      state, losses = dispatch(state, step, plan.steps_per_call)
+      state, losses = calls(state, step, plan.steps_per_call)
       np.asarray(losses)  # as the loop does: it checks every call's losses
       step += plan.steps_per_call
     return num_calls * plan.steps_per_call
