@@ -48,14 +48,13 @@ def get(tree, path):
 
 
 def spread(values, percent):
-  scale, unit = (100, '') if percent else (1, '')
-  mean = statistics.mean(values)
+  """'mean ± std (min..max)': accuracies in points to 0.1, other numbers to 3 significant
+  digits."""
+  form = (lambda x: f'{100 * x:.1f}') if percent else (lambda x: f'{x:.3g}')
   if len(values) == 1:
-    return f'{scale * mean:.{1 if percent else 4}f}{unit}'
-  std = statistics.stdev(values)
-  digits = 1 if percent else 4
-  return (f'{scale * mean:.{digits}f} ± {scale * std:.{digits}f} '
-          f'({scale * min(values):.{digits}f}..{scale * max(values):.{digits}f})')
+    return form(values[0])
+  return (f'{form(statistics.mean(values))} ± {form(statistics.stdev(values))} '
+          f'({form(min(values))}..{form(max(values))})')
 
 
 def seeds(analyses):
@@ -107,7 +106,7 @@ def bottleneck(analyses):
            'knn_pca_2d': m['codes']['pca_2d']['knn_accuracy']}
     numbers.append(row)
     lines.append(f'| {row["dataset"]} | {row["latent_dim"]} | {row["autoencoder_test_mse"]:.4f} '
-                 f'| {row["pca_test_mse"]:.4f} | {row["ratio"]:.2f} | {row["probe"]:.1%} | '
+                 f'| {row["pca_test_mse"]:.3g} | {row["ratio"]:.3g} | {row["probe"]:.1%} | '
                  f'{row["knn"]:.1%} | {row["silhouette_pca_2d"]:.3f} | {row["knn_pca_2d"]:.1%} |')
   return lines, numbers
 
