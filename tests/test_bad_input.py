@@ -382,9 +382,13 @@ def as_another_user(tmp_path_factory):
     return tmp_path_factory.mktemp('access'), []
   if not shutil.which('setpriv'):
     pytest.skip('root without setpriv cannot lose its right to read')
+  prefix = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
+  if subprocess.run([*prefix, sys.executable, '-c', 'import jax_ae'], cwd=ROOT,
+                    capture_output=True).returncode:
+    pytest.skip('the unprivileged user cannot run this Python (its files are root\'s alone)')
   folder = Path(tempfile.mkdtemp(prefix='jax-ae-access-'))
   folder.chmod(0o755)  # tmp_path's parents are root's alone
-  yield folder, ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
+  yield folder, prefix
   shutil.rmtree(folder)
 
 
