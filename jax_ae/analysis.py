@@ -56,7 +56,7 @@ BOOTSTRAP = 2000
 
 PROTOCOL = {
     'training': 'runs only, from the run\'s metrics log: updates and epochs at its last '
-                'evaluation, the test MSE per pixel at its first and at its best evaluation, '
+                'evaluation, the test MSE per pixel at its first and at its last evaluation, '
                 'and the last train loss (the mean over the last logged updates)',
     'training_rows': f'a seeded subsample of {PROBE_TRAIN_SAMPLE:,} images of the training '
                      'split (all of a smaller one): the probe trains on them, they are the '
